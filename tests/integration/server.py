@@ -1,0 +1,215 @@
+"""A real ComfyUI server in a subprocess, for integration tests (after ComfyUI's own tests/execution harness).
+
+The server runs on 127.0.0.1 and a free port with ``--cpu --use-pytorch-cross-attention --fp32-text-enc``; the package is
+mounted through ``--extra-model-paths-config`` with a ``custom_nodes:`` entry, and a temporary models tree holds the
+generated checkpoint fixtures. Graphs are posted to ``/prompt``, progress is followed on ``/ws`` and results are read from
+``/history`` and the output folder.
+"""
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+STARTUP_TIMEOUT_S = 240
+DEFAULT_RUN_TIMEOUT_S = 600
+WS_POLL_TIMEOUT_S = 5
+PACKAGE_LINK_NAME = "sana_native"
+MODEL_FOLDERS = ("diffusion_models", "vae", "text_encoders", "loras", "checkpoints")
+SERVER_FLAGS = (
+    "--cpu", "--use-pytorch-cross-attention", "--fp32-text-enc", "--disable-api-nodes", "--disable-auto-launch",
+    "--database-url", "sqlite:///:memory:", "--preview-method", "latent2rgb", "--log-stdout",
+)
+
+
+def find_comfyui() -> tuple[Path | None, str]:
+    """ComfyUI checkout from ``COMFYUI_PATH`` or comfy-cli's default workspace, and a reason when it cannot be used."""
+    candidates = [os.environ.get("COMFYUI_PATH"), str(Path.home() / "comfy" / "ComfyUI")]
+    root = next((Path(c) for c in candidates if c and (Path(c) / "main.py").is_file()), None)
+    if root is None:
+        return None, "ComfyUI not found (set COMFYUI_PATH or install it with comfy-cli into ~/comfy/ComfyUI)"
+    for module in ("torchvision", "websocket", "aiohttp"):
+        if importlib.util.find_spec(module) is None:
+            return None, f"'{module}' is not importable in {sys.executable}: ComfyUI cannot start here (see .ci/run)"
+    return root, ""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunResult:
+    """What a finished prompt produced: /history outputs, saved images and latents, preview frames received."""
+
+    prompt_id: str
+    outputs: dict
+    images: list = field(default_factory=list)
+    latents: list = field(default_factory=list)
+    previews: int = 0
+
+
+class ComfyServer:
+    """Starts ComfyUI on a temporary base directory; ``run`` executes an API-format graph and returns its results."""
+
+    def __init__(self, comfy_root: Path, package_root: Path, base: Path, model_files: dict[str, Path]):
+        self.comfy_root, self.base = comfy_root, base
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client_id = uuid.uuid4().hex
+        self.models_dir = base / "models"
+        self.output_dir, self.temp_dir = base / "output", base / "temp"
+        self._log_path = base / "comfyui.log"
+        self._prepare_tree(package_root, model_files)
+        self._process = None
+
+    def _prepare_tree(self, package_root: Path, model_files: dict[str, Path]) -> None:
+        for sub in ("custom_nodes", "output", "input", "temp", "user", "frontend", *[f"models/{f}" for f in MODEL_FOLDERS]):
+            (self.base / sub).mkdir(parents=True, exist_ok=True)
+        (self.base / "custom_nodes" / PACKAGE_LINK_NAME).symlink_to(package_root, target_is_directory=True)
+        for relative, source in model_files.items():
+            link = self.models_dir / relative.rstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(source, target_is_directory=Path(source).is_dir())
+        lines = ["sana_tests:", f"  base_path: {self.base}", "  custom_nodes: custom_nodes"]
+        lines += [f"  {folder}: models/{folder}" for folder in MODEL_FOLDERS]
+        (self.base / "extra_model_paths.yaml").write_text("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        command = [
+            sys.executable, str(self.comfy_root / "main.py"), "--listen", "127.0.0.1", "--port", str(self.port),
+            *SERVER_FLAGS, "--extra-model-paths-config", str(self.base / "extra_model_paths.yaml"),
+            "--front-end-root", str(self.base / "frontend"), "--output-directory", str(self.output_dir),
+            "--input-directory", str(self.base / "input"), "--temp-directory", str(self.base),
+            "--user-directory", str(self.base / "user"),
+        ]
+        log = open(self._log_path, "w")
+        self._process = subprocess.Popen(command, cwd=self.comfy_root, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with code {self._process.returncode} during startup:\n{self.log()}")
+            try:
+                self._get("/system_stats")
+                return
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        raise RuntimeError(f"ComfyUI did not answer within {STARTUP_TIMEOUT_S} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def log(self) -> str:
+        """Everything the server printed so far."""
+        return self._log_path.read_text(errors="replace") if self._log_path.exists() else ""
+
+    def _get(self, route: str):
+        with urllib.request.urlopen(self.url + route, timeout=30) as response:
+            return json.loads(response.read())
+
+    def _post(self, route: str, payload: dict):
+        request = urllib.request.Request(
+            self.url + route, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"POST {route} was refused ({e.code}): {e.read().decode(errors='replace')}") from e
+
+    def object_info(self) -> dict:
+        """The server's /object_info (every registered node and its schema)."""
+        return self._get("/object_info")
+
+    def submit(self, graph, extra_data: dict | None = None) -> tuple[str, str | None, int]:
+        """Queue a graph and wait for it; returns (prompt_id, error message or None, preview frames received)."""
+        import websocket
+
+        api = graph.to_api() if hasattr(graph, "to_api") else graph
+        ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={self.client_id}")
+        ws.settimeout(WS_POLL_TIMEOUT_S)
+        try:
+            payload = {"prompt": api, "client_id": self.client_id, "extra_data": extra_data or {}}
+            prompt_id = self._post("/prompt", payload)["prompt_id"]
+            return (prompt_id, *self._wait(ws, prompt_id))
+        finally:
+            ws.close()
+
+    def _wait(self, ws, prompt_id: str, timeout: float = DEFAULT_RUN_TIMEOUT_S) -> tuple[str | None, int]:
+        import websocket
+
+        deadline, previews = time.monotonic() + timeout, 0
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise AssertionError(f"ComfyUI died while running {prompt_id}:\n{self.log()[-4000:]}")
+            try:
+                message = ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            if isinstance(message, bytes):
+                previews += 1
+                continue
+            event = json.loads(message)
+            data = event.get("data", {})
+            if data.get("prompt_id") != prompt_id:
+                continue
+            if event["type"] == "execution_error":
+                return f"{data.get('exception_type')}: {data.get('exception_message')}", previews
+            if event["type"] in ("execution_success",) or (event["type"] == "executing" and data.get("node") is None):
+                return None, previews
+        raise AssertionError(f"prompt {prompt_id} did not finish within {timeout} s; log tail:\n{self.log()[-4000:]}")
+
+    def run(self, graph, extra_data: dict | None = None) -> RunResult:
+        """Run a graph that must succeed; AssertionError carries ComfyUI's execution_error text otherwise."""
+        prompt_id, error, previews = self.submit(graph, extra_data)
+        if error is not None:
+            raise AssertionError(f"ComfyUI execution_error: {error}\nlog tail:\n{self.log()[-3000:]}")
+        outputs = self._get(f"/history/{prompt_id}")[prompt_id]["outputs"]
+        result = RunResult(prompt_id, outputs, previews=previews)
+        for node_output in outputs.values():
+            result.images += [self._load_image(item) for item in node_output.get("images", [])]
+            result.latents += [self._load_latent(item) for item in node_output.get("latents", [])]
+        return result
+
+    def run_error(self, graph, extra_data: dict | None = None) -> str:
+        """Run a graph that must fail (validation or execution); returns the error text."""
+        try:
+            _, error, _ = self.submit(graph, extra_data)
+        except AssertionError as refused:
+            return str(refused)
+        if error is None:
+            raise AssertionError("the graph was expected to fail but ran successfully")
+        return error
+
+    def _saved_path(self, item: dict) -> Path:
+        folder = self.output_dir if item.get("type", "output") == "output" else self.temp_dir / "temp"
+        return folder / item.get("subfolder", "") / item["filename"]
+
+    def _load_image(self, item: dict) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(self._saved_path(item)) as image:
+            return np.asarray(image.convert("RGB"))
+
+    def _load_latent(self, item: dict):
+        import safetensors.torch
+
+        return safetensors.torch.load_file(str(self._saved_path(item)))["latent_tensor"]
