@@ -1,4 +1,4 @@
-"""Integration fixtures: one real ComfyUI server per test session, with the package and generated checkpoints mounted."""
+"""Integration fixtures: one real ComfyUI server per test session, with the package and generated checkpoints."""
 
 import importlib
 from pathlib import Path

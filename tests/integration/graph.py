@@ -26,4 +26,4 @@ class Graph:
         return NodeRef(node_id)
 
     def to_api(self) -> dict:
-        return {node_id: {"class_type": n["class_type"], "inputs": dict(n["inputs"])} for node_id, n in self._nodes.items()}
+        return {key: {"class_type": n["class_type"], "inputs": dict(n["inputs"])} for key, n in self._nodes.items()}

@@ -1,9 +1,9 @@
 """A real ComfyUI server in a subprocess, for integration tests (after ComfyUI's own tests/execution harness).
 
-The server runs on 127.0.0.1 and a free port with ``--cpu --use-pytorch-cross-attention --fp32-text-enc``; the package is
-mounted through ``--extra-model-paths-config`` with a ``custom_nodes:`` entry, and a temporary models tree holds the
-generated checkpoint fixtures. Graphs are posted to ``/prompt``, progress is followed on ``/ws`` and results are read from
-``/history`` and the output folder.
+The server runs on 127.0.0.1 and a free port with ``--cpu --use-pytorch-cross-attention --fp32-text-enc``; the
+package is mounted through ``--extra-model-paths-config`` with a ``custom_nodes:`` entry, and a temporary models tree
+holds the generated checkpoint fixtures. Graphs are posted to ``/prompt``, progress is followed on ``/ws`` and results
+are read from ``/history`` and the output folder.
 """
 
 import importlib.util
@@ -76,7 +76,9 @@ class ComfyServer:
         self._process = None
 
     def _prepare_tree(self, package_root: Path, model_files: dict[str, Path]) -> None:
-        for sub in ("custom_nodes", "output", "input", "temp", "user", "frontend", *[f"models/{f}" for f in MODEL_FOLDERS]):
+        models = [f"models/{f}" for f in MODEL_FOLDERS]
+        folders = ("custom_nodes", "output", "input", "temp", "user", "frontend", *models)
+        for sub in folders:
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         (self.base / "custom_nodes" / PACKAGE_LINK_NAME).symlink_to(package_root, target_is_directory=True)
         for relative, source in model_files.items():
