@@ -5,8 +5,9 @@ frequencies in float64) and `sana_multi_scale.py` (`_apply_positional_embedding`
 diffusers `models/embeddings.py` (`get_2d_sincos_pos_embed`, same formula in torch). See reference/sana.md §3.6.
 
 The DiT builds one `PositionEncoding` per forward call (`build_position_encoding`) and hands it to every block:
-`add_to_tokens` runs once after the patch embedding, and `rotate` (None here) is the seam through which rotary
-variants (models/rope.py) reach the linear self-attention (`dit_blocks.LinearSelfAttention`).
+`add_to_tokens` runs once after the patch embedding, and `rotate` is the seam through which the 2-D RoPE variants
+(models/rope.py) reach the linear self-attention (`dit_blocks.LinearSelfAttention`). Which encoding a call uses is the
+checkpoint's declaration plus inference overrides (`rope.resolve_encoding`).
 """
 
 from collections.abc import Callable
@@ -14,10 +15,14 @@ from dataclasses import dataclass
 
 import torch
 
+from .rope import build_rope, resolve_encoding
+
 # NVlabs `get_1d_sincos_pos_embed_from_grid`: omega_i = 1 / 10000^(i / (D/4)).
 SINCOS_MAX_PERIOD = 10000.0
 
 # Rotation of ReLU kernels [B, heads, N, head_dim] -> same shape (see dit_blocks.LinearSelfAttention).
+# The DiT's timesteps are sigma * 1000 (DESIGN.md §3, ComfyUI ModelSamplingDiscreteFlow multiplier).
+TIMESTEP_SCALE = 1000.0
 Rotate = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -69,24 +74,29 @@ class PositionEncoding:
         return x + self.additive.to(dtype=x.dtype, device=x.device)
 
 
-def position_encoding_mode(config, rope_options: dict | None = None) -> str:
-    """The encoding a forward call uses: the checkpoint's (`config.use_pe` -> "sincos", else "none").
-
-    `rope_options` (ComfyUI `transformer_options["rope_options"]`) is the hook for the rotary variants that
-    models/rope.py adds; this module itself only knows "none" and "sincos".
-    """
-    return "sincos" if config.use_pe else "none"
+def position_encoding_mode(config, overrides: dict | None = None) -> str:
+    """The encoding a forward call uses: "none", "sincos" or "rope" (checkpoint declaration plus overrides)."""
+    return resolve_encoding(config, overrides).kind
 
 
 def build_position_encoding(config, height: int, width: int, *, device=None, dtype=torch.float32,
-                            rope_options: dict | None = None) -> PositionEncoding:
-    """Build the per-call encoding for an h x w token grid from the DiT config (`use_pe`, `pe_interpolation`,
-    `base_size`, `hidden_size`). Raises ValueError for a mode this module does not know."""
-    mode = position_encoding_mode(config, rope_options)
-    if mode == "none":
+                            rope_options: dict | None = None, overrides: dict | None = None,
+                            timesteps: torch.Tensor | None = None) -> PositionEncoding:
+    """Build the per-call encoding for an h x w token grid from the DiT config (`pos_encoding`, `use_pe`,
+    `pe_interpolation`, `base_size`, `hidden_size`, `rope`).
+
+    rope_options: ComfyUI `transformer_options["rope_options"]` (ScaleROPE), applied to RoPE positions only.
+    overrides: `transformer_options["sana_pos_encoding"]` (SanaPositionEncoding node; see rope.resolve_encoding).
+    timesteps: [B] sigma * 1000, needed by time-aware RoPE. Raises ValueError for a mode this module does not know.
+    """
+    choice = resolve_encoding(config, overrides)
+    if choice.kind == "none":
         return PositionEncoding()
-    elif mode == "sincos":
-        pe = sincos_2d(config.hidden_size, height, width, config.base_size, config.pe_interpolation, device=device)
+    elif choice.kind == "sincos":
+        pe = sincos_2d(config.hidden_size, height, width, choice.base_size, choice.pe_interpolation, device=device)
         return PositionEncoding(additive=pe.unsqueeze(0).to(dtype))
+    elif choice.kind == "rope":
+        sigma = None if timesteps is None else timesteps.reshape(-1).float() / TIMESTEP_SCALE
+        return PositionEncoding(rotate=build_rope(choice.rope, (height, width), sigma, rope_options, device))
     else:
-        raise ValueError(f"unknown position encoding mode '{mode}'; expected 'none' or 'sincos'")
+        raise ValueError(f"unknown position encoding mode '{choice.kind}'; expected 'none', 'sincos' or 'rope'")

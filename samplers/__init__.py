@@ -1,1 +1,42 @@
-"""Pure-PyTorch samplers and sigma schedules for flow-matching Sana models (k-diffusion contract)."""
+"""Pure-PyTorch samplers and sigma schedules for flow-matching Sana models (k-diffusion contract).
+
+Contract: a sampler is ``sample_<name>(model, x, sigmas, extra_args=None, callback=None, disable=None, *, options)``
+where ``model(x, sigma, **extra_args)`` returns the data prediction x0 = x − σ·v (ComfyUI CONST), ``sigmas`` are flow
+times (x_σ = (1 − σ)·x0 + σ·ε) descending to 0, and the return value is the final x. Nothing here imports ComfyUI.
+
+Exports (DESIGN.md §4b): ``flow_dpm_solver`` (= ``sample_flow_dpm_solver``), ``sample_flow_euler``,
+``sample_sana_scm``, ``reference_noise_sampler``; schedules ``sana_sigmas``, ``flow_euler_sigmas``, ``sprint_sigmas``,
+``trigflow_to_flow_time``; shift helpers ``time_snr_shift``, ``sd3_resolution_shift``, ``token_count_shift``,
+``half_log_snr``.
+"""
+
+from .flow_dpm_solver import half_log_snr, sample_flow_dpm_solver
+from .flow_euler import sample_flow_euler
+from .schedules import (
+    flow_euler_sigmas,
+    sana_sigmas,
+    sd3_resolution_shift,
+    sprint_sigmas,
+    time_snr_shift,
+    token_count_shift,
+    trigflow_to_flow_time,
+)
+from .scm import reference_noise_sampler, sample_sana_scm
+
+flow_dpm_solver = sample_flow_dpm_solver
+
+__all__ = [
+    "flow_dpm_solver",
+    "flow_euler_sigmas",
+    "half_log_snr",
+    "reference_noise_sampler",
+    "sample_flow_dpm_solver",
+    "sample_flow_euler",
+    "sample_sana_scm",
+    "sana_sigmas",
+    "sd3_resolution_shift",
+    "sprint_sigmas",
+    "time_snr_shift",
+    "token_count_shift",
+    "trigflow_to_flow_time",
+]
