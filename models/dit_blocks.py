@@ -213,11 +213,12 @@ class GLUMBConv(nn.Module):
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """x: [B, N, C] tokens of an h x w grid (row-major) -> [B, N, C]."""
         batch, tokens, channels = x.shape
-        x = x.transpose(1, 2).reshape(batch, channels, height, width)
+        # Row-major tokens are an NHWC tensor: the NCHW view is channels-last, so no copy is made on the way in or out.
+        x = x.view(batch, height, width, channels).permute(0, 3, 1, 2)
         x = F.silu(self.inverted_conv["conv"](x))
         value, gate = self.depth_conv["conv"](x).chunk(2, dim=1)
         x = self.point_conv["conv"](value * F.silu(gate))
-        return x.flatten(2).transpose(1, 2)
+        return x.permute(0, 2, 3, 1).reshape(batch, tokens, -1)
 
 
 class SanaBlock(nn.Module):

@@ -16,7 +16,7 @@ from models.text_encoder import MAX_SEQUENCE_LENGTH, load_text_encoder, null_pro
 
 PARITY_ATOL = 1e-5  # float32, same weights and ops as the reference: differences are only summation order
 PROMPTS = {
-    "short": "A Cat sleeping on a warm windowsill",
+    "short": "  A Cat sleeping on a warm windowsill ",  # capitals and outer spaces: lower() and strip() matter
     "long": "A small red fox in a snowy forest, soft light, " * 40,  # far over 300 tokens
 }
 NEGATIVE = "Blurry, low quality"
@@ -88,27 +88,28 @@ def test_text_encoder_nonempty_negative_without_chi(encoder, reference):
 
 
 def test_text_encoder_defaults_are_nvlabs(encoder):
-    default = encoder.encode(PROMPTS["short"])
-    explicit = encoder.encode(PROMPTS["short"], chi="nvlabs", lowercase=False)
-    lowered = encoder.encode(PROMPTS["short"], chi="nvlabs", lowercase=True)
-    assert torch.equal(default[0], explicit[0]) and torch.equal(default[1], explicit[1])
-    assert _max_diff(default[0], lowered[0]) > PARITY_ATOL, "lower-casing must change a prompt with capitals"
+    default = encoder.tokenize(PROMPTS["short"])
+    explicit = encoder.tokenize(PROMPTS["short"], chi="nvlabs", lowercase=False)
+    lowered = encoder.tokenize(PROMPTS["short"], chi="nvlabs", lowercase=True)
+    assert torch.equal(default.input_ids, explicit.input_ids) and default.select_chi
+    assert not torch.equal(default.input_ids, lowered.input_ids), "lower-casing must change a prompt with capitals"
 
 
 def test_text_encoder_truncation_warns(encoder, caplog):
     with caplog.at_level(logging.WARNING):
-        _, mask = encoder.encode(PROMPTS["long"])
-    assert int(mask.sum()) == MAX_SEQUENCE_LENGTH, "a truncated prompt fills all 300 positions"
+        batch = encoder.tokenize(PROMPTS["long"])
+    assert int(batch.attention_mask.sum()) == batch.input_ids.shape[1], "a truncated prompt fills every position"
     assert "truncated" in caplog.text and "ignored" in caplog.text, f"no truncation warning: {caplog.text!r}"
     with caplog.at_level(logging.WARNING):
         caplog.clear()
-        encoder.encode(PROMPTS["short"])
+        encoder.tokenize(PROMPTS["short"])
     assert "truncated" not in caplog.text
 
 
 def test_text_encoder_batch_equals_single(encoder):
-    batch, batch_mask = encoder.encode([PROMPTS["short"], PROMPTS["long"]])
-    for i, prompt in enumerate([PROMPTS["short"], PROMPTS["long"]]):
+    prompts = [PROMPTS["short"], "A lighthouse at dusk"]
+    batch, batch_mask = encoder.encode(prompts)
+    for i, prompt in enumerate(prompts):
         single, single_mask = encoder.encode(prompt)
         assert _max_diff(batch[i : i + 1], single) <= PARITY_ATOL and torch.equal(batch_mask[i : i + 1], single_mask)
 
@@ -130,8 +131,9 @@ def test_text_encoder_single_file_matches_folder(encoder, text_fixture_paths):
     for prompt in (PROMPTS["short"], PROMPTS["long"], ""):
         ours, ref = single.tokenize(prompt), encoder.tokenize(prompt)
         assert torch.equal(ours.input_ids, ref.input_ids) and torch.equal(ours.attention_mask, ref.attention_mask)
-        a, b = single.encode(prompt), rounded.encode(prompt)
-        assert _max_diff(a[0], b[0]) <= PARITY_ATOL, f"single file vs folder max abs {_max_diff(a[0], b[0])}"
+    (a, a_mask), (b, b_mask) = single.encode(PROMPTS["short"]), rounded.encode(PROMPTS["short"])
+    assert _max_diff(a, b) <= PARITY_ATOL, f"single file vs folder max abs {_max_diff(a, b)}"
+    assert torch.equal(a_mask, b_mask)
 
 
 def test_null_prompt_mask_policies():
