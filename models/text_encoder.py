@@ -118,7 +118,7 @@ def load_gemma(path, dtype=torch.float32, device="cpu"):
     """
     path = Path(path)
     folder = hf_folder_of(path)
-    sd = read_state_dict(folder if folder is not None else path)
+    sd = read_state_dict(folder if folder is not None else path, dtype=dtype, keep_prefix=PROJECTOR_PREFIX)
     blobs = {k: sd.pop(k) for k in (SPIECE_KEY, TOKENIZER_JSON_KEY) if k in sd}
     projector = {k[len(PROJECTOR_PREFIX):]: sd.pop(k) for k in list(sd) if k.startswith(PROJECTOR_PREFIX)}
     sd = {(k[len(GEMMA_KEY_PREFIX):] if k.startswith(GEMMA_KEY_PREFIX) else k): v for k, v in sd.items()}

@@ -77,17 +77,28 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
     )
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a weights file, or of all weight shards of a Hugging Face folder, on the CPU."""
+def _cast(sd: dict, dtype, keep_prefix: str | None) -> dict:
+    if dtype is None:
+        return sd
+    keep = (lambda k: k.startswith(keep_prefix)) if keep_prefix else (lambda k: False)
+    return {k: v.to(dtype) if v.is_floating_point() and not keep(k) else v for k, v in sd.items()}
+
+
+def read_state_dict(path: Path, dtype: torch.dtype | None = None, keep_prefix: str | None = None) -> dict:
+    """Every tensor of a weights file, or of all weight shards of a Hugging Face folder, on the CPU.
+
+    dtype: cast floating-point tensors file by file (keeps the peak memory of a sharded fp32 folder near one shard),
+    except keys under ``keep_prefix``; integer tensors such as embedded tokenizers are left alone.
+    """
     path = Path(path)
     if not path.exists():
         raise ValueError(f"Text-encoder path {path} does not exist.")
     if path.is_dir():
         sd: dict[str, torch.Tensor] = {}
         for file in _folder_weight_files(path):
-            sd.update(_read_file(file))
+            sd.update(_cast(_read_file(file), dtype, keep_prefix))
         return sd
-    return _read_file(path)
+    return _cast(_read_file(path), dtype, keep_prefix)
 
 
 def split_prefixed(sd: dict, prefix: str) -> tuple[dict, dict]:

@@ -155,6 +155,8 @@ class SanaTextEncode(io.ComfyNode):
                 positive=None) -> io.NodeOutput:
         options = tokenizer_options(chi, custom_chi, glyph_source, glyph_text, lowercase)
         tokens = clip.tokenize(text, tokenizer_options=options)
+        if TOKENS_KEY not in tokens:
+            raise ValueError("Sana Text Encode needs the CLIP of 'Load Sana Text Encoder'; this CLIP is another model.")
         conditioning = with_mask_policy(clip.encode_from_tokens_scheduled(tokens), positive, mask_policy)
         shown = tokens[TOKENS_KEY].glyph_prompts[0]
         return io.NodeOutput(conditioning, shown, ui=ui.PreviewText(shown or "(no glyph text)"))

@@ -7,13 +7,17 @@ times (x_σ = (1 − σ)·x0 + σ·ε) descending to 0, and the return value is 
 Exports (DESIGN.md §4b): ``flow_dpm_solver`` (= ``sample_flow_dpm_solver``), ``sample_flow_euler``,
 ``sample_sana_scm``, ``reference_noise_sampler``; schedules ``sana_sigmas``, ``flow_euler_sigmas``, ``sprint_sigmas``,
 ``trigflow_to_flow_time``; shift helpers ``time_snr_shift``, ``sd3_resolution_shift``, ``token_count_shift``,
-``half_log_snr``.
+``resolve_shift`` (``SHIFT_MODES``), ``image_size_of_latent``, ``half_log_snr``; ``flow_start_state`` (the
+reference's unscaled-noise start).
 """
 
-from .flow_dpm_solver import half_log_snr, sample_flow_dpm_solver
+from .flow_dpm_solver import flow_start_state, half_log_snr, sample_flow_dpm_solver
 from .flow_euler import sample_flow_euler
 from .schedules import (
+    SHIFT_MODES,
     flow_euler_sigmas,
+    image_size_of_latent,
+    resolve_shift,
     sana_sigmas,
     sd3_resolution_shift,
     sprint_sigmas,
@@ -26,7 +30,11 @@ from .scm import reference_noise_sampler, sample_sana_scm
 flow_dpm_solver = sample_flow_dpm_solver
 
 __all__ = [
+    "SHIFT_MODES",
     "flow_dpm_solver",
+    "flow_start_state",
+    "image_size_of_latent",
+    "resolve_shift",
     "flow_euler_sigmas",
     "half_log_snr",
     "reference_noise_sampler",

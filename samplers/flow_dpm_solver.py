@@ -65,8 +65,17 @@ def _dpm_update(x, x0_history, lambdas, sigma_s, sigma_t):
     return x_t + (alpha_t * phi_2) * d1 - (alpha_t * phi_3) * d2
 
 
+def flow_start_state(noise: torch.Tensor, latent_image, sigma0) -> torch.Tensor:
+    """Initial sampler state: the unscaled noise ε when ``latent_image`` is None or all zeros (txt2img: the reference
+    solvers start from ε at σ0 = shift(0.999) < 1), else the flow noising σ0·ε + (1 − σ0)·latent (img2img, as
+    ComfyUI's CONST ``noise_scaling``). noise, latent_image: [B, C, H, W]; sigma0: the first sigma."""
+    if latent_image is None or not bool(torch.any(latent_image)):
+        return noise
+    return sigma0 * noise + (1 - sigma0) * latent_image
+
+
 def _check_sigmas(sigmas: list[float]) -> None:
-    for i, (s, s_next) in enumerate(zip(sigmas, sigmas[1:])):
+    for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
         if not s_next < s:
             raise ValueError(
                 f"flow_dpm_solver: sigmas must strictly decrease (noise → data), but sigma[{i}]={s} and "

@@ -38,6 +38,7 @@ TOKEN_RULE_BASE_SHIFT = 0.5  # Flux scheduler config base_shift (diffusers FlowM
 TOKEN_RULE_MAX_SHIFT = 1.15  # Flux scheduler config max_shift (same source)
 SPRINT_MAX_ANGLE = 1.57080  # diffusers SCMScheduler.set_timesteps max_timesteps (π/2 rounded up; NVlabs app value)
 SPRINT_INTERMEDIATE_ANGLE = 1.3  # 2-step intermediate TrigFlow angle, diffusers SCMScheduler / NVlabs Sprint pipeline
+SHIFT_MODES = ("model_default", "fixed", "sd3_resolution", "token_count")  # resolve_shift modes (issue 6)
 
 
 def time_snr_shift(shift, t):
@@ -75,6 +76,32 @@ def token_count_shift(
     m = (max_shift - base_shift) / (max_tokens - base_tokens)
     mu = m * tokens + (base_shift - m * base_tokens)
     return math.exp(mu)
+
+
+def resolve_shift(mode: str, *, shift: float, width: int, height: int, default_shift: float, base_size: int) -> float:
+    """The static shift for one of SHIFT_MODES.
+
+    model_default: ``default_shift`` (the variant's NVlabs flow_shift); fixed: ``shift``;
+    sd3_resolution: ``sd3_resolution_shift(default_shift, width, height, base_size)``;
+    token_count: ``token_count_shift(width, height)``.
+    width, height: target image size in pixels; base_size: the model's square training resolution in pixels.
+    """
+    if mode == "model_default":
+        return float(default_shift)
+    elif mode == "fixed":
+        _check_shift("resolve_shift", shift)
+        return float(shift)
+    elif mode == "sd3_resolution":
+        return sd3_resolution_shift(default_shift, width, height, base_size)
+    elif mode == "token_count":
+        return token_count_shift(width, height)
+    else:
+        raise ValueError(f"resolve_shift: unknown shift_mode {mode!r}; expected one of {SHIFT_MODES}.")
+
+
+def image_size_of_latent(latent: torch.Tensor) -> tuple[int, int]:
+    """(width, height) in pixels of a [B, C, h, w] DC-AE latent: 32 pixels per latent pixel."""
+    return latent.shape[-1] * DC_AE_PIXELS_PER_TOKEN, latent.shape[-2] * DC_AE_PIXELS_PER_TOKEN
 
 
 def _check_steps(name: str, steps: int) -> None:
@@ -147,6 +174,11 @@ def sprint_sigmas(
                 f"(e.g. 1.5708, 1.3, 0 for 2 steps), got {theta.tolist()}."
             )
     elif steps == 2 and intermediate_angle is not None:
+        if not 0 < intermediate_angle < max_angle:
+            raise ValueError(
+                f"sprint_sigmas: intermediate_angle must lie in (0, {max_angle}), got {intermediate_angle} "
+                f"(Sana-Sprint uses {SPRINT_INTERMEDIATE_ANGLE})."
+            )
         theta = torch.tensor([max_angle, intermediate_angle, 0], dtype=torch.float64)
     else:
         theta = torch.linspace(max_angle, 0, steps + 1, dtype=torch.float64)

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from models.glyph import (
     GLYPH_MAX_TOKENS,
+    GlyphProjector,
     byt5_token_ids,
     extract_quoted_spans,
     glyph_prompt,
@@ -154,6 +155,25 @@ def test_projector_keys_inside_byt5_file(tmp_path, text_fixture_paths):
     save_file(sd, str(tmp_path / "byt5_with_projector.safetensors"))
     encoder = load_text_encoder(paths["gemma_folder"], byt5_path=tmp_path / "byt5_with_projector.safetensors")
     assert encoder.glyph_enabled and "inside the ByT5 file" in encoder.glyph_status
+
+
+def test_glyph_projector_builds_through_operations():
+    built = []
+
+    class Recording:
+        class Linear(torch.nn.Linear):
+            def __init__(self, *args, **kwargs):
+                built.append(("Linear", kwargs.get("device")))
+                super().__init__(*args, **kwargs)
+
+        class LayerNorm(torch.nn.LayerNorm):
+            def __init__(self, *args, **kwargs):
+                built.append(("LayerNorm", kwargs.get("device")))
+                super().__init__(*args, **kwargs)
+
+    projector = GlyphProjector(1472, 16, 8, 2304, device="meta", operations=Recording)
+    assert [name for name, _ in built] == ["LayerNorm", "Linear", "Linear", "Linear"]
+    assert all(device == "meta" for _, device in built) and all(p.is_meta for p in projector.parameters())
 
 
 def test_projector_loading_is_strict(tmp_path, text_fixture_paths):

@@ -78,7 +78,7 @@ def test_flow_dpm_solver_order1_is_flow_euler():
 @pytest.mark.parametrize("order,min_rate,steps", [(1, 0.9, 64), (2, 1.5, 256), (3, 2.7, 128)])
 def test_flow_dpm_solver_convergence_order(order, min_rate, steps):
     errors = [_error(samplers.flow_dpm_solver, n, order=order) for n in (steps, 2 * steps, 4 * steps)]
-    rates = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+    rates = [math.log2(a / b) for a, b in zip(errors[:-1], errors[1:], strict=True)]
     assert min(rates) >= min_rate, f"order {order}: errors {errors}, observed rates {rates} < {min_rate}"
 
 
@@ -131,7 +131,7 @@ def test_flow_euler_sigmas_official_values():
 def test_sprint_sigmas_angles():
     two = samplers.sprint_sigmas(2)
     expected = [math.sin(a) / (math.sin(a) + math.cos(a)) for a in (1.5708, 1.3)] + [0.0]
-    assert max(abs(a - b) for a, b in zip(two.tolist(), expected)) < GRID_VALUE_ATOL, f"got {two.tolist()}"
+    assert max(abs(a - b) for a, b in zip(two.tolist(), expected, strict=True)) < GRID_VALUE_ATOL, f"got {two.tolist()}"
     assert abs(samplers.trigflow_to_flow_time(torch.tensor(math.pi / 2, dtype=torch.float64)).item() - 1) < 1e-12
     four = samplers.sprint_sigmas(4, intermediate_angle=1.3)  # ignored for steps != 2, as NVlabs does
     angles = torch.linspace(1.5708, 0, 5, dtype=torch.float64)

@@ -79,7 +79,8 @@ def test_sana_sigmas_parity_diffusers_grid(shift, steps):
 def test_flow_dpm_solver_parity_diffusers_order2(shift, steps):
     velocity, noise = LinearVelocity(SHAPE[1]), _noise()
     _, reference = _diffusers_dpm(shift, steps, 2, velocity, noise)
-    ours = samplers.flow_dpm_solver(velocity.denoiser(), noise.clone(), samplers.sana_sigmas(steps, shift), disable=True)
+    sigmas = samplers.sana_sigmas(steps, shift)
+    ours = samplers.flow_dpm_solver(velocity.denoiser(), noise.clone(), sigmas, disable=True)
     diff = _max_diff(ours, reference)
     assert diff <= SAMPLE_ATOL, f"order 2, s={shift}, N={steps}: max abs diff {diff:.3e} > {SAMPLE_ATOL}"
 

@@ -43,13 +43,15 @@ def reference(text_fixture_paths):
     return SanaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=None, transformer=None, scheduler=None)
 
 
-def _reference_encode(pipe, prompt, chi, lowercase, negative=""):
+def _reference_encode(pipe, prompt, chi, lowercase, negative=None):
+    """diffusers encode_prompt → (embeds, mask, negative embeds, negative mask); negative None: no CFG branch."""
     original = pipe._text_preprocessing
     if not lowercase:  # NVlabs: prompt.strip() only
         pipe._text_preprocessing = lambda text, clean_caption=False: [t.strip() for t in text]
     try:
         with torch.no_grad():
-            return pipe.encode_prompt(prompt, negative_prompt=negative, device=torch.device("cpu"),
+            return pipe.encode_prompt(prompt, do_classifier_free_guidance=negative is not None,
+                                      negative_prompt=negative or "", device=torch.device("cpu"),
                                       complex_human_instruction=list(CHI_PRESETS[chi]))
     finally:
         pipe._text_preprocessing = original
@@ -70,21 +72,21 @@ def test_chi_texts_match_the_sources():
 @pytest.mark.parametrize("chi", ["nvlabs", "diffusers"])
 @pytest.mark.parametrize("prompt", list(PROMPTS))
 def test_text_encoder_parity_with_diffusers(encoder, reference, prompt, chi, lowercase):
-    ref_embeds, ref_mask, ref_neg, ref_neg_mask = _reference_encode(reference, PROMPTS[prompt], chi, lowercase)
+    ref_embeds, ref_mask, _, _ = _reference_encode(reference, PROMPTS[prompt], chi, lowercase)
     embeds, mask = encoder.encode(PROMPTS[prompt], chi=chi, lowercase=lowercase)
-    neg, neg_mask = encoder.encode("", chi=None, lowercase=lowercase)
     assert embeds.shape == ref_embeds.shape == (1, MAX_SEQUENCE_LENGTH, 2304)
     assert _max_diff(embeds, ref_embeds) <= PARITY_ATOL, f"prompt embeds max abs {_max_diff(embeds, ref_embeds)}"
     assert torch.equal(mask, ref_mask), f"prompt mask differs: {mask.sum()} vs {ref_mask.sum()} valid tokens"
-    assert _max_diff(neg, ref_neg) <= PARITY_ATOL, f"empty negative max abs {_max_diff(neg, ref_neg)}"
-    assert torch.equal(neg_mask, ref_neg_mask) and int(neg_mask.sum()) == 1, "empty negative keeps only BOS"
 
 
-def test_text_encoder_nonempty_negative_without_chi(encoder, reference):
-    _, _, ref_neg, ref_neg_mask = _reference_encode(reference, PROMPTS["short"], "nvlabs", True, negative=NEGATIVE)
-    neg, neg_mask = encoder.encode(NEGATIVE, chi=None, lowercase=True)
-    assert _max_diff(neg, ref_neg) <= PARITY_ATOL, f"negative max abs {_max_diff(neg, ref_neg)}"
-    assert torch.equal(neg_mask, ref_neg_mask)
+@pytest.mark.parametrize("negative", ["", NEGATIVE], ids=["empty", "non-empty"])
+def test_text_encoder_negative_parity_without_chi(encoder, reference, negative):
+    _, _, ref_neg, ref_neg_mask = _reference_encode(reference, "a cat", "nvlabs", True, negative=negative)
+    neg, neg_mask = encoder.encode(negative, chi=None, lowercase=True)
+    assert neg.shape == (1, MAX_SEQUENCE_LENGTH, 2304) and torch.equal(neg_mask, ref_neg_mask)
+    assert _max_diff(neg, ref_neg) <= PARITY_ATOL, f"negative {negative!r} max abs {_max_diff(neg, ref_neg)}"
+    if negative == "":
+        assert int(neg_mask.sum()) == 1, "the empty negative keeps only BOS"
 
 
 def test_text_encoder_defaults_are_nvlabs(encoder):

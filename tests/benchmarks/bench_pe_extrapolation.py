@@ -72,7 +72,12 @@ def make_model(pos_encoding: str) -> SanaDiT:
                         in_channels=CHANNELS, out_channels=CHANNELS, sample_size=TRAIN_SIDE, base_size=TRAIN_SIDE,
                         use_pe=pos_encoding == "sincos", pos_encoding=pos_encoding, rope=rope,
                         reference="diffusers")  # diffusers numerics: float timesteps, no integer truncation
-    return SanaDiT(cfg)
+    model = SanaDiT(cfg)
+    with torch.no_grad():  # the tables are torch.empty in the model; NVlabs draws them as randn / sqrt(hidden)
+        for name, param in model.named_parameters():
+            if name.endswith("scale_shift_table"):
+                param.normal_(0.0, HIDDEN**-0.5)
+    return model
 
 
 def velocity_loss(model, x0, sigma, noise, options) -> torch.Tensor:

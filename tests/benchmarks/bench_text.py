@@ -25,23 +25,30 @@ from models.chi import CHI_DIFFUSERS  # noqa: E402
 from models.text_encoder import MAX_SEQUENCE_LENGTH, load_text_encoder  # noqa: E402
 from tests.fixtures.text import GEMMA_FOLDER, text_fixture_root  # noqa: E402
 
-WARMUP, REPEATS = 2, 7
+WARMUP, REPEATS = 2, 9
 FILL_WORDS = "a small red fox in a snowy forest at dawn, soft light, "
 
 
-def _timed(fn, device) -> float:
-    times = []
+def _seconds(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.no_grad():
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def _timed_pair(fn_a, fn_b, device) -> tuple[float, float]:
+    """Median seconds of two functions, run alternately so machine-load drift hits both alike."""
+    times_a, times_b = [], []
     for i in range(WARMUP + REPEATS):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.no_grad():
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        a, b = _seconds(fn_a, device), _seconds(fn_b, device)
         if i >= WARMUP:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            times_a.append(a)
+            times_b.append(b)
+    return statistics.median(times_a), statistics.median(times_b)
 
 
 def _full_prompt(encoder) -> str:
@@ -87,14 +94,17 @@ def main() -> None:
     prompt = _full_prompt(ours)
     common = {"config": args.config, "device": str(device), "dtype": args.dtype, "torch": torch.__version__,
               "threads": torch.get_num_threads()}
-    t_ours = _timed(lambda: ours.encode(prompt, chi="diffusers", lowercase=True, glyph_text=""), device)
-    t_ref = _timed(lambda: reference.encode_prompt(prompt, do_classifier_free_guidance=False, device=device,
-                                                   complex_human_instruction=list(CHI_DIFFUSERS)), device)
+    t_ours, t_ref = _timed_pair(
+        lambda: ours.encode(prompt, chi="diffusers", lowercase=True, glyph_text=""),
+        lambda: reference.encode_prompt(prompt, do_classifier_free_guidance=False, device=device,
+                                        complex_human_instruction=list(CHI_DIFFUSERS)),
+        device,
+    )
     print(json.dumps({"figure": "encode_300_token_prompt", "ours_s": round(t_ours, 5), "diffusers_s": round(t_ref, 5),
                       "ratio_ours_over_diffusers": round(t_ours / t_ref, 3), **common}))
     glyph_prompt = prompt[:200] + ' with a sign that says "OPEN 24 HOURS"'
-    t_glyph = _timed(lambda: ours.encode(glyph_prompt), device)
-    t_plain = _timed(lambda: ours.encode(glyph_prompt, glyph_text=""), device)
+    t_glyph, t_plain = _timed_pair(lambda: ours.encode(glyph_prompt), lambda: ours.encode(glyph_prompt, glyph_text=""),
+                                   device)
     print(json.dumps({"figure": "glyph_branch_overhead", "with_glyph_s": round(t_glyph, 5),
                       "without_glyph_s": round(t_plain, 5), "ratio": round(t_glyph / t_plain, 3), **common}))
 
