@@ -39,6 +39,10 @@ SPRINT_GUIDANCE_SCALE = 0.1
 # Sprint guidance when none is given: diffusers SanaSprintPipeline `guidance_scale` default and the Sprint docs.
 DEFAULT_SPRINT_GUIDANCE = 4.5
 REFERENCES = tuple(REFERENCE_NUMERICS)
+# transformer_options key: block indices whose self-attention is replaced by the identity (PAG, sana.md §6.7).
+PAG_LAYERS_KEY = "sana_pag_layers"
+# PAG layers of the official configs: [8] for 1.6B (Sana_1600M_img1024.yaml), [14] from sana_base.yaml for 600M.
+PAG_DEFAULT_LAYERS = {2240: (8,), 1152: (14,)}
 
 
 @dataclass
@@ -258,7 +262,8 @@ class SanaDiT(nn.Module):
         x: [B, 32, h, w] raw latent; timesteps: [B] sigma * 1000; context: [B, T, 2304] text states;
         attention_mask: [B, T] 0/1 (None = all kept); guidance: CFG scale for Sprint (float or [B]; default 4.5);
         transformer_options: ComfyUI per-call options (`rope_options` from ScaleROPE and `sana_pos_encoding` from
-        SanaPositionEncoding reach the position encoding).
+        SanaPositionEncoding reach the position encoding; `sana_pag_layers`, block indices whose self-attention is
+        the identity, is PAG's perturbed pass).
         Other keyword arguments from ComfyUI (`control`, ...) are accepted and ignored. Returns [B, 32, h, w].
         """
         options = transformer_options or {}
@@ -272,6 +277,17 @@ class SanaDiT(nn.Module):
         t = self.embed_time(timesteps.to(x.device), guidance, batch, dtype)
         t0 = self.t_block(t)
         y, text_bias = self.embed_text(context, attention_mask, dtype)
-        for block in self.blocks:
-            tokens = block(tokens, y, t0, text_bias, (h, w), rotate=pe.rotate)
+        perturbed = options.get(PAG_LAYERS_KEY, ())
+        for index, block in enumerate(self.blocks):
+            tokens = block(tokens, y, t0, text_bias, (h, w), rotate=pe.rotate, identity_attention=index in perturbed)
         return self.unpatchify(self.final_layer(tokens, t), h, w)
+
+
+def pag_guidance(denoised: torch.Tensor, cond_denoised: torch.Tensor, perturbed: torch.Tensor,
+                 scale: float) -> torch.Tensor:
+    """CFG + PAG (NVlabs dpm_solver model_wrapper "classifier-free_PAG"): cfg + p * (cond - perturbed).
+
+    The official formula eps_u + g (eps_c - eps_u) + p (eps_c - eps_ptb) is affine in the velocity with weights
+    summing to 1, so it holds unchanged for x0 = x - sigma * v. All tensors: [B, 32, h, w] x0 estimates.
+    """
+    return denoised + (cond_denoised - perturbed) * scale

@@ -135,10 +135,14 @@ class LinearSelfAttention(nn.Module):
                                              device=device)
         self.proj = operations.Linear(hidden_size, hidden_size, bias=True, dtype=dtype, device=device)
 
-    def forward(self, x: torch.Tensor, rotate: Rotate | None = None) -> torch.Tensor:
-        """x: [B, N, C] modulated tokens -> [B, N, C]. `rotate`: position-encoding seam (pos_embed.PositionEncoding)."""
+    def forward(self, x: torch.Tensor, rotate: Rotate | None = None, identity: bool = False) -> torch.Tensor:
+        """x: [B, N, C] modulated tokens -> [B, N, C]. `rotate`: position-encoding seam (pos_embed.PositionEncoding).
+        `identity`: PAG's perturbed branch, attention replaced by the identity: proj(v) (NVlabs
+        PAGCFGIdentitySelfAttnProcessorLiteLA)."""
         batch, tokens, channels = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if identity:
+            return self._clip(self.proj(v))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         heads = channels // self.head_dim
@@ -146,7 +150,9 @@ class LinearSelfAttention(nn.Module):
         q, k, v = (t.view(batch, tokens, heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
         # ReLU kernel, then fp32 accumulation whatever the weight dtype (NVlabs fp32_attention; diffusers always).
         out = linear_attention(F.relu(q).float(), F.relu(k).float(), v.float(), self.eps, rotate)
-        out = self.proj(out.transpose(1, 2).reshape(batch, tokens, channels).to(x.dtype))
+        return self._clip(self.proj(out.transpose(1, 2).reshape(batch, tokens, channels).to(x.dtype)))
+
+    def _clip(self, out: torch.Tensor) -> torch.Tensor:
         if self.always_clip or out.dtype == torch.float16:
             out = out.clip(-FP16_MAX, FP16_MAX)
         return out
@@ -243,13 +249,15 @@ class SanaBlock(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.empty(MODULATION_CHUNKS, hidden, dtype=dtype, device=device))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, t0: torch.Tensor, text_bias: torch.Tensor | None,
-                hw: tuple[int, int], rotate: Rotate | None = None) -> torch.Tensor:
+                hw: tuple[int, int], rotate: Rotate | None = None, identity_attention: bool = False) -> torch.Tensor:
         """x: [B, N, C]; y: [B, T, C]; t0: [B, 6C] shared modulation; text_bias: [B, 1, 1, T] or None;
-        hw: token grid (h, w); rotate: position-encoding seam for the self-attention. Returns [B, N, C]."""
+        hw: token grid (h, w); rotate: position-encoding seam for the self-attention; identity_attention: PAG's
+        perturbed branch. Returns [B, N, C]."""
         table = self.scale_shift_table.to(dtype=t0.dtype, device=t0.device)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             table[None] + t0.reshape(x.shape[0], MODULATION_CHUNKS, -1)).chunk(MODULATION_CHUNKS, dim=1)
-        x = x + gate_msa * self.attn(t2i_modulate(self.norm1(x), shift_msa, scale_msa), rotate=rotate)
+        x = x + gate_msa * self.attn(t2i_modulate(self.norm1(x), shift_msa, scale_msa), rotate=rotate,
+                                     identity=identity_attention)
         x = x + self.cross_attn(x, y, text_bias)
         return x + gate_mlp * self.mlp(t2i_modulate(self.norm2(x), shift_mlp, scale_mlp), *hw)
 

@@ -164,7 +164,8 @@ def load_byt5(path, dtype=torch.float32, device="cpu"):
     The model maps ids [B, G] and mask [B, G] to last hidden states [B, G, d_model] (1472 for ByT5-small).
     """
     transformers = require_transformers()
-    sd = read_state_dict(path, dtype=dtype)
+    folder = hf_folder_of(path)
+    sd = read_state_dict(folder if folder is not None else path, dtype=dtype)
     inside = {k[len(PROJECTOR_PREFIX):]: v for k, v in sd.items() if k.startswith(PROJECTOR_PREFIX)}
     if "encoder.embed_tokens.weight" in sd and "shared.weight" not in sd:
         sd["shared.weight"] = sd["encoder.embed_tokens.weight"]
@@ -175,7 +176,6 @@ def load_byt5(path, dtype=torch.float32, device="cpu"):
         )
     sd = {k: v for k, v in sd.items() if k == "shared.weight" or k.startswith("encoder.")}
     sd["encoder.embed_tokens.weight"] = sd["shared.weight"]
-    folder = hf_folder_of(path)
     if folder is not None:
         config = transformers.T5Config.from_pretrained(str(folder))
     else:

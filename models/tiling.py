@@ -24,11 +24,12 @@ DEFAULT_OVERLAP = 4
 DEFAULT_MEMORY_FRACTION = 0.8
 TILING_MODES = ("auto", "always", "never")
 
-# Peak live activations per stage, in tensors of the stage's width at the stage's resolution, measured on CPU float32
-# with `tests/benchmarks/bench_dcae.py --memory` (stage-0 ResBlocks dominate every f32c32 decode above 256 px):
-# ResBlock: input + conv1 + conv2 + shortcut sum; EViT: input + 8C inverted + 8C depthwise + 2x4C GLU gate;
-# upsample entry: 4 sub-pixel phases + pixel_shuffle + duplicated shortcut.
-RES_STAGE_TENSORS = 5
+# Peak live activations per stage, in tensors of the stage's width at the stage's resolution. ResBlock stages: input,
+# conv1, conv2 and norm outputs plus oneDNN's reordered input; measured with `tests/benchmarks/bench_dcae.py` on CPU
+# float32 as 5.5 (decode peak 268 MiB at 256 px, 793 MiB at 512 px: 175 MiB per 65536 px of 128 channels).
+# EViT stages: input + 8C inverted + 8C depthwise + 2 x 4C GLU gate (never the peak in f32c32). Upsample entry:
+# 4 sub-pixel phases + pixel_shuffle + duplicated shortcut.
+RES_STAGE_TENSORS = 6
 EVIT_STAGE_TENSORS = 22
 UPSAMPLE_TENSORS = 5
 # Bytes per element of the float32 statistics in RMSNorm / attention, which run in float32 for any dtype.
@@ -181,3 +182,30 @@ def tiled_decode(decode_fn, latent: torch.Tensor, options: TilingOptions, factor
 def tiled_encode(encode_fn, image: torch.Tensor, options: TilingOptions, factor: int, latent_channels: int):
     """Encode [B, 3, H, W] (H, W multiples of `factor`) tile by tile -> [B, latent_channels, H / factor, W / factor]."""
     return tiled_apply(encode_fn, image, options, factor, 1, latent_channels)
+
+
+def tile_borders(length: int, options: TilingOptions, scale: int) -> list[int]:
+    """Output positions (in samples, scale per latent pixel) where a tile starts or ends inside [1, length*scale)."""
+    starts = tile_starts(length, options.tile, options.overlap)
+    size = min(options.tile, length)
+    edges = {start * scale for start in starts} | {(start + size) * scale for start in starts}
+    return sorted(edge for edge in edges if 0 < edge < length * scale)
+
+
+def seam_ratio(image: torch.Tensor, rows: list[int], cols: list[int], period: int = 1) -> float:
+    """Mean |gradient| across the given borders / mean |gradient| across every other position of the same phase.
+
+    image: [B, C, H, W]; rows / cols: border positions p (the step between p - 1 and p). With period 1 the reference
+    is every interior step; with period 32 only other latent-pixel boundaries, which a 32x decoder marks by itself.
+    1.0 means the borders are as smooth as the rest of the image.
+    """
+    image = image.float()
+    steps_y = (image[:, :, 1:] - image[:, :, :-1]).abs().mean(dim=(0, 1, 3))  # step p-1 -> p at index p-1
+    steps_x = (image[..., 1:] - image[..., :-1]).abs().mean(dim=(0, 1, 2))
+    border, reference = [], []
+    for steps, borders in ((steps_y, set(rows)), (steps_x, set(cols))):
+        for position in range(period, steps.numel() + 1, period):
+            (border if position in borders else reference).append(steps[position - 1])
+    if not border or not reference:
+        raise ValueError("seam_ratio needs at least one border and one other position of the same phase.")
+    return (torch.stack(border).mean() / torch.stack(reference).mean()).item()

@@ -1,10 +1,12 @@
-"""DiT nodes: SanaDiTLoader loads any Sana-family transformer from `diffusion_models` as a native MODEL."""
+"""DiT nodes: SanaDiTLoader loads any Sana-family transformer from `diffusion_models` as a native MODEL; SanaPAG adds
+the official app's perturbed-attention guidance (reference/sana.md §6.7)."""
 
+import comfy.samplers
 import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..models.dit import REFERENCES
+from ..models.dit import PAG_DEFAULT_LAYERS, PAG_LAYERS_KEY, REFERENCES, pag_guidance
 from .common import CATEGORY, resolve_model_file
 from .dit_adapter import load_sana_dit
 
@@ -43,4 +45,59 @@ class SanaDiTLoader(io.ComfyNode):
         return io.NodeOutput(load_sana_dit(path, WEIGHT_DTYPES[weight_dtype], reference=numerics))
 
 
-NODES = [SanaDiTLoader]
+def pag_layers(text: str, config) -> frozenset:
+    """Block indices from "auto" (the official config's layers for this size) or a comma-separated list."""
+    if text.strip() == "auto":
+        layers = PAG_DEFAULT_LAYERS.get(config.hidden_size, (config.depth // 2,))
+    else:
+        try:
+            layers = tuple(int(part) for part in text.split(",") if part.strip())
+        except ValueError as e:
+            raise ValueError(f"SanaPAG layers '{text}': expected 'auto' or block indices like '8' or '7,8'") from e
+    bad = [i for i in layers if not 0 <= i < config.depth]
+    if bad or not layers:
+        raise ValueError(f"SanaPAG layers {list(layers)}: this model has blocks 0..{config.depth - 1}; pick indices in "
+                         f"that range")
+    return frozenset(layers)
+
+
+def pag_post_cfg(scale: float, layers: frozenset):
+    """ComfyUI post-CFG function: one extra cond pass with identity self-attention in `layers`, then CFG + PAG."""
+    def post_cfg(args):
+        options = args["model_options"].copy()
+        options["transformer_options"] = {**options.get("transformer_options", {}), PAG_LAYERS_KEY: layers}
+        (perturbed,) = comfy.samplers.calc_cond_batch(args["model"], [args["cond"]], args["input"], args["sigma"],
+                                                      options)
+        return pag_guidance(args["denoised"], args["cond_denoised"], perturbed, scale)
+    return post_cfg
+
+
+class SanaPAG(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SanaPAG",
+            display_name="Sana PAG",
+            category=CATEGORY + "/model_patches",
+            description="Perturbed-attention guidance as in the official Sana app (CFG 5.0 + PAG 2.0 on block 8): an "
+                        "extra pass with identity self-attention in the chosen blocks pushes the result away from it.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Sana MODEL from Load Sana DiT."),
+                io.Float.Input("scale", default=2.0, min=0.0, max=20.0, step=0.1, tooltip="PAG scale (official "
+                               "app: 2.0); 0 turns PAG off. Costs one extra model pass per step."),
+                io.String.Input("layers", default="auto", tooltip="'auto' = the official layers (block 8 for "
+                                "1.6B/4.8B, 14 for 600M) or comma-separated block indices."),
+            ],
+            outputs=[io.Model.Output(tooltip="The MODEL with PAG applied after CFG.")],
+        )
+
+    @classmethod
+    def execute(cls, model, scale, layers) -> io.NodeOutput:
+        layer_set = pag_layers(layers, model.get_model_object("diffusion_model").config)
+        patched = model.clone()
+        if scale > 0:
+            patched.set_model_sampler_post_cfg_function(pag_post_cfg(scale, layer_set))
+        return io.NodeOutput(patched)
+
+
+NODES = [SanaDiTLoader, SanaPAG]

@@ -63,7 +63,7 @@ def needed_files(workflows: list[Path]) -> list[str]:
         for node in nodes:
             values = node.get("widgets_values") or list(node.get("inputs", {}).values())
             for value in values if isinstance(values, list) else []:
-                key = by_name.get(value) if isinstance(value, str) else None
+                key = by_name.get(value.rstrip("/")) if isinstance(value, str) else None
                 if key and key not in needed:
                     needed.append(key)
     return needed

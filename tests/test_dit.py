@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from models.dit import VARIANTS, SanaDiT, SanaDiTConfig, prepare_text_mask, variant_config
+from models.dit import (PAG_LAYERS_KEY, VARIANTS, SanaDiT, SanaDiTConfig, pag_guidance, prepare_text_mask,
+                        variant_config)
 from models.dit_blocks import linear_attention
 from models.pos_embed import build_position_encoding, sincos_2d
 
@@ -187,3 +188,25 @@ def test_dit_sincos_matches_diffusers(grid, base, interp):
     expected = embeddings.get_2d_sincos_pos_embed(96, grid, base_size=base, interpolation_scale=interp).float()
     diff = (sincos_2d(96, grid[0], grid[1], base, interp) - expected).abs().max().item()
     assert diff <= FP32_TOL, f"sin-cos table differs from diffusers by {diff:.3e}"
+
+
+def test_dit_pag_identity_attention_layers():
+    """`sana_pag_layers` replaces self-attention by proj(v) in the listed blocks only (NVlabs PAG processor)."""
+    model = _tiny_model()
+    x, context = _inputs(model)
+    t = torch.tensor([400.0, 100.0])
+    attn = model.blocks[1].attn
+    tokens = torch.randn(2, 12, 64)
+    expected = attn.proj(tokens @ attn.qkv.weight[128:].T)
+    with torch.no_grad():
+        assert (attn(tokens, identity=True) - expected).abs().max().item() <= FP32_TOL
+        plain = model(x, t, context)
+        none = model(x, t, context, transformer_options={PAG_LAYERS_KEY: frozenset()})
+        perturbed = model(x, t, context, transformer_options={PAG_LAYERS_KEY: frozenset({1})})
+    assert (plain - none).abs().max().item() == EXACT
+    assert (plain - perturbed).abs().max().item() > FP32_TOL
+
+
+def test_dit_pag_guidance_formula():
+    cfg, cond, perturbed = torch.tensor([1.0]), torch.tensor([3.0]), torch.tensor([2.5])
+    assert pag_guidance(cfg, cond, perturbed, 2.0).item() == 2.0  # 1 + 2 * (3 - 2.5)

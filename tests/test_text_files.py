@@ -61,6 +61,20 @@ def test_text_encoder_loads_diffusers_layout(tmp_path, text_fixture_paths):
     assert torch.equal(encoder.tokenize("A cat").input_ids, reference.tokenize("A cat").input_ids)
 
 
+def test_byt5_loads_from_hf_folder(tmp_path, text_fixture_paths):
+    from transformers import T5Config
+
+    from tests.fixtures.text import BYT5_SMALL
+
+    T5Config(**BYT5_SMALL).save_pretrained(tmp_path)
+    shutil.copy(text_fixture_paths["byt5"], tmp_path / "model.safetensors")
+    paths = text_fixture_paths
+    from_folder = load_text_encoder(paths["gemma_folder"], tmp_path, projector_path=paths["projector"])
+    from_file = load_text_encoder(paths["gemma_folder"], paths["byt5"], projector_path=paths["projector"])
+    a, b = from_folder.encode('a sign "OPEN"'), from_file.encode('a sign "OPEN"')
+    assert from_folder.glyph_enabled and torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
 def test_text_encoder_rejects_wrong_files(tmp_path, text_fixture_paths):
     with pytest.raises(ValueError, match="not a Gemma-2 checkpoint"):
         load_text_encoder(text_fixture_paths["byt5"])

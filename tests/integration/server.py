@@ -24,6 +24,7 @@ import numpy as np
 STARTUP_TIMEOUT_S = 240
 DEFAULT_RUN_TIMEOUT_S = 600
 WS_POLL_TIMEOUT_S = 5
+HISTORY_WAIT_S = 10
 PACKAGE_LINK_NAME = "sana_native"
 MODEL_FOLDERS = ("diffusion_models", "vae", "text_encoders", "loras", "checkpoints")
 SERVER_FLAGS = (
@@ -150,7 +151,10 @@ class ComfyServer:
         ws.settimeout(WS_POLL_TIMEOUT_S)
         try:
             payload = {"prompt": api, "client_id": self.client_id, "extra_data": extra_data or {}}
-            prompt_id = self._post("/prompt", payload)["prompt_id"]
+            queued = self._post("/prompt", payload)
+            if queued.get("node_errors"):  # ComfyUI still runs the outputs that validated; a test must not pass
+                raise AssertionError(f"ComfyUI refused part of the graph: {json.dumps(queued['node_errors'])}")
+            prompt_id = queued["prompt_id"]
             return (prompt_id, *self._wait(ws, prompt_id))
         finally:
             ws.close()
@@ -184,12 +188,22 @@ class ComfyServer:
         prompt_id, error, previews = self.submit(graph, extra_data)
         if error is not None:
             raise AssertionError(f"ComfyUI execution_error: {error}\nlog tail:\n{self.log()[-3000:]}")
-        outputs = self._get(f"/history/{prompt_id}")[prompt_id]["outputs"]
+        outputs = self._history(prompt_id)["outputs"]
         result = RunResult(prompt_id, outputs, previews=previews)
         for node_output in outputs.values():
             result.images += [self._load_image(item) for item in node_output.get("images", [])]
             result.latents += [self._load_latent(item) for item in node_output.get("latents", [])]
         return result
+
+    def _history(self, prompt_id: str) -> dict:
+        # The websocket can report completion a moment before /history holds the entry.
+        deadline = time.monotonic() + HISTORY_WAIT_S
+        while time.monotonic() < deadline:
+            history = self._get(f"/history/{prompt_id}")
+            if prompt_id in history:
+                return history[prompt_id]
+            time.sleep(0.1)
+        raise AssertionError(f"prompt {prompt_id} finished but never appeared in /history")
 
     def run_error(self, graph, extra_data: dict | None = None) -> str:
         """Run a graph that must fail (validation or execution); returns the error text."""

@@ -37,9 +37,12 @@ def _conditioning(g: Graph):
     return positive, negative
 
 
-def _sample_graph(latent_node: str, dit_name: str, weight_dtype="default", lora_strength=None, guidance=None):
+def _sample_graph(latent_node: str, dit_name: str, weight_dtype="default", lora_strength=None, guidance=None,
+                  pag_layers=None):
     g = Graph()
     model = g.node("SanaDiTLoader", dit_name=dit_name, weight_dtype=weight_dtype)
+    if pag_layers is not None:
+        model = g.node("SanaPAG", model=model[0], scale=2.0, layers=pag_layers)
     if lora_strength is not None:
         model = g.node("LoraLoaderModelOnly", model=model[0], lora_name=LORA_NAME, strength_model=lora_strength)
     positive, negative = _conditioning(g)
@@ -95,6 +98,14 @@ def test_dit_model_sampling_sd3_and_sampler_custom_advanced(comfy, latent_node):
     g.node("SaveLatent", samples=sampled[0], filename_prefix="dit_custom")
     result = comfy.run(g)
     assert any(tuple(t.shape) == LATENT_SHAPE and torch.isfinite(t).all() for t in result.latents)
+
+
+def test_dit_pag_changes_output_and_checks_layers(comfy, latent_node):
+    plain = _latent(comfy.run(_sample_graph(latent_node, BASE_FILE)))
+    pag = _latent(comfy.run(_sample_graph(latent_node, BASE_FILE, pag_layers="0")))
+    assert (pag - plain).abs().max().item() > LORA_MIN_CHANGE, "SanaPAG should change the sampled latent"
+    message = comfy.run_error(_sample_graph(latent_node, BASE_FILE, pag_layers="8"))
+    assert "blocks 0..0" in message, message
 
 
 @pytest.mark.parametrize("file_name", sorted(FOREIGN))

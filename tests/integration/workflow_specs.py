@@ -1,0 +1,157 @@
+"""The shipped workflows, defined as graphs in code; ``python -m tests.integration.workflow_specs`` rewrites workflows/.
+
+Each spec builds an API-format :class:`Graph` with the real released model file names (README table) and carries the
+note shown inside the workflow (recommended settings and which file goes where). Writing the UI format needs a live
+server's /object_info, so the generator starts a ComfyUI the same way the integration tests do.
+"""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.integration.graph import Graph
+
+REPO = Path(__file__).resolve().parents[2]
+DIT_1600M = "Sana_1600M_1024px_BF16.pth"
+DIT_4K = "Sana_1600M_4Kpx_BF16.pth"
+DIT_15_4800M = "SANA1.5_4.8B_1024px.pth"
+DIT_SPRINT = "Sana_Sprint_1.6B_1024px.pth"
+VAE = "dc-ae-f32c32-sana-1.1/model.safetensors"
+LLM = "gemma-2-2b-it/"
+BYT5 = "byt5_small_glyphxl_fp16.safetensors"
+PROJECTOR = "sana_glyph_projector.safetensors"
+FILES_NOTE = (
+    "Files: {dit} -> models/diffusion_models/ ; dc-ae-f32c32-sana-1.1/model.safetensors -> models/vae/ ; "
+    "the gemma-2-2b-it folder -> models/text_encoders/. `python scripts/fetch_models.py --comfyui <ComfyUI>` "
+    "downloads them (or lists what is missing). Sana weights: CC BY-NC-SA 4.0."
+)
+NEGATIVE = ""  # the reference pipelines' negative prompt; encoded without CHI (see SanaTextEncode)
+
+
+def _text_to_image(dit: str, width: int, height: int, steps: int, cfg: float, prompt: str, *, tiled: bool = False,
+                   byt5: str = "none", projector: str = "none", shift_mode: str | None = None) -> Graph:
+    g = Graph()
+    model = g.node("SanaDiTLoader", dit_name=dit, weight_dtype="default")
+    if shift_mode is not None:
+        model = g.node("ModelSamplingSana", model=model[0], shift_mode=shift_mode, shift=3.0, width=width, height=height)
+    clip = g.node("SanaTextEncoderLoader", llm_name=LLM, byt5_name=byt5, projector_name=projector, device="default")
+    positive = g.node("CLIPTextEncode", clip=clip[0], text=prompt)
+    negative = g.node("CLIPTextEncode", clip=clip[0], text=NEGATIVE)
+    latent = g.node("EmptySanaLatentImage", width=width, height=height, batch_size=1)
+    samples = g.node("KSampler", model=model[0], positive=positive[0], negative=negative[0], latent_image=latent[0],
+                     seed=42, steps=steps, cfg=cfg, sampler_name="flow_dpm_solver", scheduler="sana_flow", denoise=1.0)
+    vae = g.node("SanaVAELoader", vae_name=VAE, tiling="auto")
+    if tiled:
+        image = g.node("VAEDecodeTiled", samples=samples[0], vae=vae[0], tile_size=1024, overlap=128,
+                       temporal_size=64, temporal_overlap=8)
+    else:
+        image = g.node("VAEDecode", samples=samples[0], vae=vae[0])
+    g.node("SaveImage", images=image[0], filename_prefix="sana")
+    return g
+
+
+def t2i_1024() -> Graph:
+    """Sana 1.6B at 1024 px with the official sampler: Flow-DPM-Solver, Sana's grid, 20 steps, CFG 4.5."""
+    return _text_to_image(DIT_1600M, 1024, 1024, 20, 4.5, "a cyberpunk cat with a neon sign, detailed, cinematic")
+
+
+def t2i_4k_tiled() -> Graph:
+    """Sana 1.6B 4K: the model's own shift 6.0 (read from the checkpoint), tiled DC-AE decode."""
+    return _text_to_image(DIT_4K, 4096, 4096, 20, 4.5, "a mountain lake at sunrise, ultra detailed landscape photo",
+                          tiled=True)
+
+
+def t2i_15_4800m() -> Graph:
+    """Sana 1.5 4.8B at 1024 px."""
+    return _text_to_image(DIT_15_4800M, 1024, 1024, 20, 4.5, "a red fox in a snowy birch forest, golden hour")
+
+
+def glyph_poster() -> Graph:
+    """Quoted text is rendered through the ByT5 glyph branch (Gemma + ByT5 fusion)."""
+    prompt = 'a vintage travel poster of a lighthouse with the title "SANA BAY" and the words "since 1924"'
+    return _text_to_image(DIT_1600M, 1024, 1536, 20, 4.5, prompt, byt5=BYT5, projector=PROJECTOR)
+
+
+def highres_shifted() -> Graph:
+    """The 1024 px model at 2048x1152 with the shift scaled to the pixel count (SD3 rule)."""
+    return _text_to_image(DIT_1600M, 2048, 1152, 20, 4.5, "a wide panorama of a futuristic city at dusk",
+                          shift_mode="sd3_resolution")
+
+
+def sprint_2step() -> Graph:
+    """Sana-Sprint 1.6B: 2 sCM steps on the TrigFlow angles (pi/2, 1.3, 0); guidance through the model's embedding."""
+    g = Graph()
+    model = g.node("SanaDiTLoader", dit_name=DIT_SPRINT, weight_dtype="default")
+    clip = g.node("SanaTextEncoderLoader", llm_name=LLM, byt5_name="none", projector_name="none", device="default")
+    positive = g.node("CLIPTextEncode", clip=clip[0], text="a tiny astronaut hatching from an egg on the moon")
+    guided = g.node("FluxGuidance", conditioning=positive[0], guidance=4.5)
+    negative = g.node("CLIPTextEncode", clip=clip[0], text=NEGATIVE)
+    latent = g.node("EmptySanaLatentImage", width=1024, height=1024, batch_size=1)
+    samples = g.node("KSampler", model=model[0], positive=guided[0], negative=negative[0], latent_image=latent[0],
+                     seed=42, steps=2, cfg=1.0, sampler_name="sana_scm", scheduler="sana_sprint", denoise=1.0)
+    vae = g.node("SanaVAELoader", vae_name=VAE, tiling="auto")
+    image = g.node("VAEDecode", samples=samples[0], vae=vae[0])
+    g.node("SaveImage", images=image[0], filename_prefix="sana_sprint")
+    return g
+
+
+SHIPPED = {
+    "sana_1600m_1024px_t2i.json": (t2i_1024, DIT_1600M, "Steps 20, CFG 4.5 (official app: 5.0 + PAG 2.0), "
+                                   "sampler flow_dpm_solver, scheduler sana_flow, shift 3.0 from the model."),
+    "sana_1600m_4k_tiled_decode.json": (t2i_4k_tiled, DIT_4K, "Steps 20, CFG 4.5, flow_dpm_solver + sana_flow; "
+                                        "shift 6.0 comes from the 4K checkpoint. VAEDecodeTiled keeps memory low."),
+    "sana15_4800m_1024px_t2i.json": (t2i_15_4800m, DIT_15_4800M, "Steps 20, CFG 4.5, flow_dpm_solver + sana_flow, "
+                                     "shift 3.0 from the model."),
+    "sana_sprint_1600m_2step.json": (sprint_2step, DIT_SPRINT, "Steps 2, CFG 1 (guidance 4.5 goes through "
+                                     "FluxGuidance into the model's guidance embedding), sampler sana_scm, scheduler "
+                                     "sana_sprint."),
+    "sana_glyph_text_poster.json": (glyph_poster, DIT_1600M, "Put the text to render in quotes. Needs "
+                                    "byt5_small_glyphxl_fp16.safetensors and a glyph projector file in "
+                                    "models/text_encoders/; without a projector the glyph branch is off."),
+    "sana_highres_resolution_shift.json": (highres_shifted, DIT_1600M, "ModelSamplingSana scales the shift with "
+                                           "the pixel count (SD3 rule: 3.0 x sqrt(pixels / 1024^2)). Steps 20, CFG "
+                                           "4.5."),
+}
+
+
+def note_for(filename: str) -> str:
+    """Text of the Note node inside a shipped workflow."""
+    builder, dit, settings = SHIPPED[filename]
+    return f"{builder.__doc__}\n\nRecommended: {settings}\n\n{FILES_NOTE.format(dit=dit)}"
+
+
+def write_workflows(object_info: dict, folder: Path) -> list[Path]:
+    """Write every shipped workflow in UI format into ``folder``."""
+    from tests.integration.ui_workflow import to_ui_workflow
+
+    written = []
+    for filename, (builder, _, _) in SHIPPED.items():
+        path = folder / filename
+        path.write_text(json.dumps(to_ui_workflow(builder(), object_info, note_for(filename)), indent=1) + "\n")
+        written.append(path)
+    return written
+
+
+def main() -> int:
+    """Start a server with the test fixtures, read /object_info, rewrite workflows/."""
+    from tests.integration.conftest import PACKAGE_ROOT, _model_files
+    from tests.integration.server import ComfyServer, find_comfyui
+
+    comfy_root, reason = find_comfyui()
+    if comfy_root is None:
+        print(reason)
+        return 1
+    with tempfile.TemporaryDirectory() as base:
+        server = ComfyServer(comfy_root, PACKAGE_ROOT, Path(base), _model_files())
+        server.start()
+        try:
+            for path in write_workflows(server.object_info(), REPO / "workflows"):
+                print(f"wrote {path.relative_to(REPO)}")
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
