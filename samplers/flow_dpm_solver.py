@@ -23,7 +23,8 @@ import torch
 from tqdm.auto import trange
 
 SUPPORTED_ORDERS = (1, 2, 3)  # DPM-Solver++ multistep orders (NVlabs multistep_dpm_solver_update)
-MIDPOINT_WEIGHT = 0.5  # "dpmsolver" (midpoint) 2nd-order weight on D1, DPM-Solver++ eq. for 2M; φ3 constant 1/2
+MIDPOINT_WEIGHT = 0.5  # "dpmsolver" (midpoint) 2nd-order weight on D1 (NVlabs multistep_dpm_solver_second_update)
+PHI3_OFFSET = 0.5  # φ3 = φ2/h − 1/2!, the Taylor term of the 3rd-order update (DPM-Solver++ §3, NVlabs third_update)
 
 
 def half_log_snr(sigma: float) -> float:
@@ -60,7 +61,7 @@ def _dpm_update(x, x0_history, lambdas, sigma_s, sigma_t):
     d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)  # D1 = D1_0 + r0/(r0 + r1)·(D1_0 − D1_1)
     d2 = (1 / (r0 + r1)) * (d1_0 - d1_1)  # D2 = (D1_0 − D1_1)/(r0 + r1)
     phi_2 = phi_1 / h + 1  # φ2 = φ1/h + 1
-    phi_3 = phi_2 / h - MIDPOINT_WEIGHT  # φ3 = φ2/h − ½
+    phi_3 = phi_2 / h - PHI3_OFFSET  # φ3 = φ2/h − ½
     # 3M: x_t = (σ_t/σ_s)·x − α_t·φ1·m0 + α_t·φ2·D1 − α_t·φ3·D2
     return x_t + (alpha_t * phi_2) * d1 - (alpha_t * phi_3) * d2
 

@@ -8,7 +8,9 @@ import shutil
 import pytest
 import torch
 
-from models.dit_checkpoint import load_dit, load_state_dict_and_config
+from models.dit import SanaDiT, SanaDiTConfig
+from models.dit_checkpoint import config_from_state_dict, load_dit, load_state_dict_and_config
+from models.pos_embed import sincos_2d
 
 EXPECTED = {  # fixture -> (variant name, depth, hidden, flow_shift, use_pe, pe_interpolation, sample_size)
     "1.0": ("Sana 1.0 1024px, 0.6B-class (hidden 1152), 2 blocks", 2, 1152, 4.0, False, 1.0, 32),
@@ -95,9 +97,19 @@ def test_dit_checkpoint_missing_and_empty(tmp_path):
         load_dit(tmp_path)
 
 
-def test_dit_checkpoint_corrupt_pos_embed(dit_checkpoints, tmp_path):
-    sd = torch.load(dit_checkpoints["4k"]["original"], weights_only=True)["state_dict"]
-    sd["pos_embed"] = torch.randn_like(sd["pos_embed"].float()).to(sd["pos_embed"].dtype)
-    torch.save(sd, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match="pos_embed"):
-        load_dit(tmp_path / "bad.pth")
+def _tiny_state_dict() -> dict:
+    return SanaDiT(SanaDiTConfig(hidden_size=64, depth=1, num_cross_heads=4), device="meta").state_dict()
+
+
+def test_dit_checkpoint_pos_embed_content_decides_pe():
+    """pos_embed: zeros -> no PE; a sin-cos table -> PE with the interpolation read from it; noise -> error."""
+    sd = _tiny_state_dict()
+    kw = {"source": "tiny.pth", "num_cross_heads": 4}
+    assert not config_from_state_dict(sd, pos_embed=torch.zeros(1, 64, 64), **kw).use_pe
+    table = sincos_2d(64, 8, 8, 8, 0.5)[None].to(torch.bfloat16)
+    cfg = config_from_state_dict(sd, pos_embed=table, **kw)
+    assert (cfg.use_pe, cfg.sample_size, cfg.pe_interpolation) == (True, 8, 0.5)
+    with pytest.raises(ValueError, match="pos_embed is neither zeros nor Sana's sin-cos"):
+        config_from_state_dict(sd, pos_embed=torch.randn(1, 64, 64), **kw)
+    with pytest.raises(ValueError, match="pos_embed has shape"):
+        config_from_state_dict(sd, pos_embed=torch.zeros(1, 60, 64), **kw)

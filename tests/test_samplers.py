@@ -21,6 +21,7 @@ SAMPLERS = {
 CONTRACT_PARAMS = ["model", "x", "sigmas", "extra_args", "callback", "disable"]  # STYLE habit 7
 GRID_VALUE_ATOL = 1e-5  # sana.md quotes grid values to 5–6 significant digits
 SAME_SCHEME_ATOL = 1e-6  # two float32 routes to the same discrete update
+EXACT_TOL = 1e-12  # float64 identities (closed forms, the same formula written twice)
 GAUSS_MEAN, GAUSS_STD = 0.7, 0.3  # 1-D Gaussian target N(μ, s²), far enough from N(0, 1) to need a real flow
 SHAPE = (2, 3, 4, 4)
 
@@ -132,7 +133,7 @@ def test_sprint_sigmas_angles():
     two = samplers.sprint_sigmas(2)
     expected = [math.sin(a) / (math.sin(a) + math.cos(a)) for a in (1.5708, 1.3)] + [0.0]
     assert max(abs(a - b) for a, b in zip(two.tolist(), expected, strict=True)) < GRID_VALUE_ATOL, f"got {two.tolist()}"
-    assert abs(samplers.trigflow_to_flow_time(torch.tensor(math.pi / 2, dtype=torch.float64)).item() - 1) < 1e-12
+    assert abs(samplers.trigflow_to_flow_time(torch.tensor(math.pi / 2, dtype=torch.float64)).item() - 1) < EXACT_TOL
     four = samplers.sprint_sigmas(4, intermediate_angle=1.3)  # ignored for steps != 2, as NVlabs does
     angles = torch.linspace(1.5708, 0, 5, dtype=torch.float64)
     assert torch.allclose(four.double(), samplers.trigflow_to_flow_time(angles), atol=GRID_VALUE_ATOL)
@@ -155,10 +156,30 @@ def test_token_count_shift_matches_diffusers_flux_rule(width, height):
     scheduler_module = pytest.importorskip("diffusers")
     tokens = width * height // 32**2
     mu = flux.calculate_shift(tokens, base_seq_len=64, max_seq_len=1024, base_shift=0.5, max_shift=1.15)
-    assert samplers.token_count_shift(width, height) == pytest.approx(math.exp(mu), rel=1e-12)
+    assert samplers.token_count_shift(width, height) == pytest.approx(math.exp(mu), rel=EXACT_TOL)
     t = torch.linspace(0.01, 1, 7, dtype=torch.float64)
     flux_sigmas = scheduler_module.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True).time_shift(mu, 1.0, t)
     assert torch.allclose(flux_sigmas, samplers.time_snr_shift(math.exp(mu), t)), "e^μ static shift != Flux time_shift"
+
+
+@pytest.mark.parametrize(
+    "mode,expected",
+    [("model_default", 4.0), ("fixed", 5.0), ("sd3_resolution", 4.0 * math.sqrt(2)), ("token_count", None)],
+)
+def test_resolve_shift_modes(mode, expected):
+    value = samplers.resolve_shift(mode, shift=5.0, width=2048, height=1024, default_shift=4.0, base_size=1024)
+    expected = samplers.token_count_shift(2048, 1024) if expected is None else expected
+    assert value == pytest.approx(expected, rel=EXACT_TOL), f"{mode}: got {value}, expected {expected}"
+    assert set(samplers.SHIFT_MODES) == {"model_default", "fixed", "sd3_resolution", "token_count"}
+
+
+def test_flow_start_state_and_latent_size():
+    noise, latent = _noise(torch.float32), torch.full(SHAPE, 0.5)
+    assert samplers.flow_start_state(noise, torch.zeros(SHAPE), 0.9) is noise, "txt2img must start from ε"
+    assert samplers.flow_start_state(noise, None, 0.9) is noise
+    mixed = samplers.flow_start_state(noise, latent, 0.9)
+    assert torch.allclose(mixed, 0.9 * noise + 0.1 * latent), "img2img must use σ0·ε + (1 − σ0)·latent"
+    assert samplers.image_size_of_latent(torch.zeros(1, 32, 3, 4)) == (128, 96)
 
 
 @pytest.mark.parametrize(
@@ -171,8 +192,11 @@ def test_token_count_shift_matches_diffusers_flux_rule(width, height):
         (lambda: samplers.sprint_sigmas(2, angles=[1.5, 1.6, 0.0]), "angles"),
         (lambda: samplers.sprint_sigmas(3, angles=[1.5, 0.0]), "angles"),
         (lambda: samplers.sd3_resolution_shift(3.0, 0, 1024, 1024), "positive"),
+        (lambda: samplers.sprint_sigmas(2, intermediate_angle=1.6), "intermediate_angle"),
+        (lambda: samplers.resolve_shift("auto", shift=3, width=1, height=1, default_shift=3, base_size=1), "mode"),
     ],
-    ids=["order", "descending", "steps", "shift", "angles-order", "angles-length", "resolution"],
+    ids=["order", "descending", "steps", "shift", "angles-order", "angles-length", "resolution", "intermediate",
+         "mode"],
 )
 def test_samplers_errors(call, match):
     with pytest.raises(ValueError, match=match):
