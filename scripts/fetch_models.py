@@ -50,6 +50,8 @@ MODEL_SOURCES = {
     "text_encoders/gemma-2-2b-it": ModelSource("Efficient-Large-Model/gemma-2-2b-it", ""),
     "text_encoders/byt5_small_glyphxl_fp16.safetensors": ModelSource(
         "Comfy-Org/HunyuanImage_2.1_ComfyUI", "split_files/text_encoders/byt5_small_glyphxl_fp16.safetensors"),
+    "text_encoders/sana_glyph_projector.safetensors": ModelSource(
+        "", "", "no public release: the Gemma+ByT5 glyph projector must be trained; without it the glyph branch is off"),
 }
 
 
@@ -59,9 +61,9 @@ def needed_files(workflows: list[Path]) -> list[str]:
     needed: list[str] = []
     for workflow in workflows:
         data = json.loads(workflow.read_text())
-        nodes = data["nodes"] if "nodes" in data else data.values()
-        for node in nodes:
-            values = node.get("widgets_values") or list(node.get("inputs", {}).values())
+        is_ui = "nodes" in data
+        for node in data["nodes"] if is_ui else data.values():
+            values = node.get("widgets_values") or [] if is_ui else list(node.get("inputs", {}).values())
             for value in values if isinstance(values, list) else []:
                 key = by_name.get(value.rstrip("/")) if isinstance(value, str) else None
                 if key and key not in needed:
@@ -103,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     for key in missing:
         source, target = MODEL_SOURCES[key], models_root / key
         origin = f"hf://{source.repo_id}/{source.repo_path}".rstrip("/")
+        if not source.repo_id:
+            print(f"missing: {target}  ({source.note})")
+            failed.append(key)
+            continue
         if args.list:
             print(f"missing: {target}  <-  {origin}")
             continue
