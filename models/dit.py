@@ -31,7 +31,8 @@ LINEAR_HEAD_DIM = 32
 MLP_RATIO = 2.5
 # Cross-attention heads by hidden size: not stored in the weights (NVlabs SanaMS_600M_P1_D28 / SanaMS_1600M_P1_D20).
 CROSS_HEADS_BY_HIDDEN = {1152: 16, 2240: 20}
-# Latent side of the 1024 px training grid: image_size // 32 (NVlabs `input_size`).
+# DC-AE f32 pixels per latent token, and the latent side of the 1024 px training grid (NVlabs `input_size`).
+PIXELS_PER_LATENT = 32
 DEFAULT_SAMPLE_SIZE = 32
 # NVlabs Sprint: timestep_norm_scale_factor 1000 and cfg_embed_scale 0.1 (SanaSprint_*_scm_ladd.yaml).
 SPRINT_TIMESTEP_SCALE = 1000.0
@@ -137,7 +138,7 @@ _RES_NAMES = {16: "512px", 32: "1024px", 64: "2Kpx", 128: "4Kpx"}
 
 def variant_name(family: str, hidden_size: int, sample_size: int, depth: int) -> str:
     """Human-readable name; a depth no release has is reported as such ("1.6B-class (hidden 2240), 2 blocks")."""
-    res = _RES_NAMES.get(sample_size, f"{sample_size * 32}px")
+    res = _RES_NAMES.get(sample_size, f"{sample_size * PIXELS_PER_LATENT}px")
     size = _SIZE_NAMES.get((hidden_size, depth))
     if size is not None:
         return f"Sana {family} {size} {res}"

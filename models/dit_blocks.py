@@ -43,8 +43,8 @@ REFERENCE_NUMERICS = {
 
 
 def t2i_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN-single modulation x * (1 + scale) + shift; x [B, N, C], shift/scale [B, 1, C]."""
-    return x * (1 + scale) + shift
+    """adaLN-single modulation x * (1 + scale) + shift; x [B, N, C], shift/scale [B, 1, C]. One fused pass."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = TIMESTEP_FREQ_DIM) -> torch.Tensor:
@@ -221,7 +221,7 @@ class GLUMBConv(nn.Module):
         batch, tokens, channels = x.shape
         # Row-major tokens are an NHWC tensor: the NCHW view is channels-last, so no copy is made on the way in or out.
         x = x.view(batch, height, width, channels).permute(0, 3, 1, 2)
-        x = F.silu(self.inverted_conv["conv"](x))
+        x = F.silu(self.inverted_conv["conv"](x), inplace=True)  # the conv output is a fresh tensor
         value, gate = self.depth_conv["conv"](x).chunk(2, dim=1)
         x = self.point_conv["conv"](value * F.silu(gate))
         return x.permute(0, 2, 3, 1).reshape(batch, tokens, -1)
@@ -256,10 +256,10 @@ class SanaBlock(nn.Module):
         table = self.scale_shift_table.to(dtype=t0.dtype, device=t0.device)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             table[None] + t0.reshape(x.shape[0], MODULATION_CHUNKS, -1)).chunk(MODULATION_CHUNKS, dim=1)
-        x = x + gate_msa * self.attn(t2i_modulate(self.norm1(x), shift_msa, scale_msa), rotate=rotate,
-                                     identity=identity_attention)
+        attn = self.attn(t2i_modulate(self.norm1(x), shift_msa, scale_msa), rotate=rotate, identity=identity_attention)
+        x = torch.addcmul(x, gate_msa, attn)  # x + gate * attn in one pass
         x = x + self.cross_attn(x, y, text_bias)
-        return x + gate_mlp * self.mlp(t2i_modulate(self.norm2(x), shift_mlp, scale_mlp), *hw)
+        return torch.addcmul(x, gate_mlp, self.mlp(t2i_modulate(self.norm2(x), shift_mlp, scale_mlp), *hw))
 
 
 class FinalLayer(nn.Module):

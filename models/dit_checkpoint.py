@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .dit import SanaDiT, SanaDiTConfig, variant_config
+from .dit import DEFAULT_SAMPLE_SIZE, SanaDiT, SanaDiTConfig, variant_config
 from .pos_embed import sincos_2d
 from .rope import declared_encoding
 
@@ -32,6 +32,8 @@ INDEX_SUFFIX = ".index.json"
 SHARD_PATTERN = re.compile(r"^(?P<stem>.+)-\d{5}-of-\d{5}(?P<ext>\.safetensors|\.bin)$")
 # bf16 storage of pos_embed: compare its content with recomputed sin-cos at this tolerance.
 POS_EMBED_ATOL = 2e-2
+# pos_embed interpolation is read back on a grid of quarters (released values: 1.0 for 2K, 2.0 for 4K).
+PE_INTERPOLATION_STEPS = 4
 # safetensors metadata declaring the position encoding (`save_dit`): "none" | "sincos" | "rope", and for RoPE the
 # JSON of its models.rope.RopeConfig (theta, training grid, default scaling). Sin-cos is also declared by `pos_embed`.
 META_POS_ENCODING = "sana_pos_encoding"
@@ -226,8 +228,10 @@ def _pe_settings(pos_embed: torch.Tensor | None, hidden: int, source: str) -> tu
     pe = pos_embed.reshape(side * side, hidden).float()
     if not bool(pe.abs().max() > 0):
         return side, False, 1.0
+    # Width channels come first: [sin(w * omega), cos(w * omega)], omega_0 = 1, so channels 0 and C/4 of token 1
+    # hold sin and cos of its width coordinate 1 / interpolation.
     interpolation = 1.0 / math.atan2(float(pe[1, 0]), float(pe[1, hidden // 4]))
-    interpolation = round(interpolation * 4) / 4  # released values: 1.0 (2K), 2.0 (4K)
+    interpolation = round(interpolation * PE_INTERPOLATION_STEPS) / PE_INTERPOLATION_STEPS
     expected = sincos_2d(hidden, side, side, side, interpolation)
     if not torch.allclose(pe, expected, atol=POS_EMBED_ATOL):
         raise ValueError(f"{source}: pos_embed is neither zeros nor Sana's sin-cos table (best fit: interpolation "
@@ -261,7 +265,7 @@ def config_from_state_dict(sd: dict, diffusers_config: dict | None = None, pos_e
         fields["num_cross_heads"] = diffusers_config.get("num_cross_attention_heads")
     if sample_size is None:
         logger.warning("%s: no pos_embed or config.json; assuming the 1024 px grid (sample_size 32), no PE", source)
-        sample_size = 32
+        sample_size = DEFAULT_SAMPLE_SIZE
     fields = {k: v for k, v in fields.items() if v is not None}
     cfg = variant_config(family, hidden, sample_size, depth, **fields, **overrides)
     return cfg.replace(use_pe=use_pe, pe_interpolation=interpolation if use_pe else 1.0)

@@ -24,7 +24,11 @@ the rotated numerator by mscale² relative to the positive normaliser, compensat
 terms when the grid grows.
 
 Scaling. s = sqrt(H·W / (H0·W0)) is one isotropic factor from the token area (Lumina-Next's `scale_factor`), so an
-aspect ratio that keeps the training area is left alone (Sana trains multi-aspect buckets at one area).
+aspect ratio that keeps the training area is left alone (Sana trains multi-aspect buckets at one area). "scaled"
+rescales positions for any s (also stretching grids smaller than the training one); NTK, YaRN and time-aware act only
+for s > 1. Because only relative positions matter, "scaled" equals position interpolation (PI) with stride 1/s.
+YaRN's ramp counts rotations over the training side: on Sana's 32-token grid the fastest pair makes 32/(2π) ≈ 5
+turns, below the default β = 32, so default YaRN interpolates every pair, mostly fully, and adds the temperature.
 """
 
 import dataclasses

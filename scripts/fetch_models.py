@@ -51,7 +51,7 @@ MODEL_SOURCES = {
     "text_encoders/byt5_small_glyphxl_fp16.safetensors": ModelSource(
         "Comfy-Org/HunyuanImage_2.1_ComfyUI", "split_files/text_encoders/byt5_small_glyphxl_fp16.safetensors"),
     "text_encoders/sana_glyph_projector.safetensors": ModelSource(
-        "", "", "no public release: the Gemma+ByT5 glyph projector must be trained; without it the glyph branch is off"),
+        "", "", "no public release: a Gemma+ByT5 glyph projector must be trained; without it the glyph branch is off"),
 }
 
 

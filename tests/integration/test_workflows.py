@@ -54,7 +54,7 @@ def test_shipped_workflow_files_match_their_specs(comfy):
     for name, (builder, _, _) in SHIPPED.items():
         converted = convert_ui_to_api(json.loads((WORKFLOWS / name).read_text()), info)
         expected = builder().to_api()
-        got = {key: {"class_type": n["class_type"], "inputs": _without_defaults(n, info)} for key, n in converted.items()}
+        got = {k: {"class_type": n["class_type"], "inputs": _without_defaults(n, info)} for k, n in converted.items()}
         assert got == expected, f"{name} differs from its spec; regenerate: python -m tests.integration.workflow_specs"
 
 

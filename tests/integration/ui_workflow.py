@@ -58,7 +58,7 @@ def to_ui_workflow(graph, object_info: dict, note: str) -> dict:
                     widgets.append("fixed")
         outputs_by_node[node_id] = [
             {"name": name, "type": kind, "links": [], "slot_index": i}
-            for i, (name, kind) in enumerate(zip(schema["output_name"], schema["output"]))
+            for i, (name, kind) in enumerate(zip(schema["output_name"], schema["output"], strict=True))
         ]
         nodes.append({
             "id": int(node_id), "type": node["class_type"], "pos": [column * COLUMN_WIDTH, row * ROW_HEIGHT],

@@ -34,7 +34,8 @@ def _text_to_image(dit: str, width: int, height: int, steps: int, cfg: float, pr
     g = Graph()
     model = g.node("SanaDiTLoader", dit_name=dit, weight_dtype="default")
     if shift_mode is not None:
-        model = g.node("ModelSamplingSana", model=model[0], shift_mode=shift_mode, shift=3.0, width=width, height=height)
+        model = g.node("ModelSamplingSana", model=model[0], shift_mode=shift_mode, shift=3.0, width=width,
+                       height=height)
     clip = g.node("SanaTextEncoderLoader", llm_name=LLM, byt5_name=byt5, projector_name=projector, device="default")
     positive = g.node("CLIPTextEncode", clip=clip[0], text=prompt)
     negative = g.node("CLIPTextEncode", clip=clip[0], text=NEGATIVE)
