@@ -5,7 +5,7 @@ imported only when a loader needs them.
 """
 
 from .dcae_checkpoint import load_dcae
-from .dit_checkpoint import load_dit
+from .dit_checkpoint import load_dit, save_dit
 from .text_encoder import load_text_encoder
 
-__all__ = ["load_dcae", "load_dit", "load_text_encoder"]
+__all__ = ["load_dcae", "load_dit", "load_text_encoder", "save_dit"]

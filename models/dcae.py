@@ -118,21 +118,16 @@ class InterpolateConvUp(nn.Module):
         self.conv = ConvLayer(in_channels, out_channels, TRUNK_KERNEL, bias=True, dtype=dtype, device=device,
                               operations=operations)
 
-    @staticmethod
-    def _combine_taps(weight: torch.Tensor, dim: int) -> torch.Tensor:
-        """Sum 3 taps along `dim` into 4 = (phase, 2x2 tap) following `SUBPIXEL_TAPS`."""
-        taps = weight.unbind(dim)
-        combined = [sum(taps[k] for k, used in enumerate(row) if used) for phase in SUBPIXEL_TAPS for row in phase]
-        return torch.stack(combined, dim)
-
     def _phase_kernels(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight [4*C_out, C_in, 2, 2], bias [4*C_out]) with output channels ordered (phase a, phase b, c)."""
         weight = self.conv.conv.weight.to(device=device, dtype=torch.float32)  # [O, I, 3, 3]
         out_channels, in_channels = weight.shape[:2]
-        kernels = self._combine_taps(self._combine_taps(weight, 2), 3)  # [O, I, (a, p), (b, q)]
-        kernels = kernels.view(out_channels, in_channels, 2, 2, 2, 2).permute(2, 4, 0, 1, 3, 5)
-        kernels = kernels.reshape(RESAMPLE_FACTOR ** 2 * out_channels, in_channels, 2, 2).to(dtype)
-        return kernels, self.conv.conv.bias.to(device=device, dtype=dtype).repeat(RESAMPLE_FACTOR ** 2)
+        taps = torch.tensor(SUBPIXEL_TAPS, dtype=torch.float32, device=device)  # [phase, 2x2 tap, 3x3 tap]
+        combine = torch.einsum("apr,bqc->abpqrc", taps, taps).flatten(0, 3).flatten(1)  # [(a, b, p, q), (r, c)]
+        kernels = (weight.flatten(2).flatten(0, 1) @ combine.T).view(out_channels, in_channels, 2, 2, 2, 2)
+        kernels = kernels.permute(2, 3, 0, 1, 4, 5).reshape(-1, in_channels, 2, 2)  # [(a, b, O), I, p, q]
+        bias = self.conv.conv.bias.to(device=device, dtype=dtype).repeat(RESAMPLE_FACTOR ** 2)
+        return kernels.to(dtype), bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape

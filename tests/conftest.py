@@ -1,3 +1,3 @@
 """Test-session configuration: registers the shared checkpoint fixtures of each model stage."""
 
-pytest_plugins = ["tests.fixtures.dit", "tests.fixtures.dcae", "tests.fixtures.text"]
+pytest_plugins = ["tests.fixtures.dit", "tests.fixtures.dcae", "tests.fixtures.text", "tests.fixtures.rope"]

@@ -8,7 +8,7 @@ import pytest
 from tests.integration.server import ComfyServer, find_comfyui
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-FIXTURE_MODULES = ("tests.fixtures.dit", "tests.fixtures.dcae", "tests.fixtures.text")
+FIXTURE_MODULES = ("tests.fixtures.dit", "tests.fixtures.dcae", "tests.fixtures.text", "tests.fixtures.rope")
 
 
 def _model_files() -> dict[str, Path]:
