@@ -76,6 +76,15 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: flo
     return numerator / (normaliser + eps)
 
 
+def qk_rms_norms(enabled: bool, hidden_size: int, eps: float, dtype, device, operations) -> tuple:
+    """(q_norm, k_norm): learned RMSNorms over all C channels ("across heads", NVlabs `RMSNorm(d_model)`), or
+    (None, None) when the variant has no qk-norm."""
+    if not enabled:
+        return None, None
+    return tuple(operations.RMSNorm(hidden_size, eps=eps, elementwise_affine=True, dtype=dtype, device=device)
+                 for _ in range(2))
+
+
 class TimestepEmbedder(nn.Module):
     """Sinusoid(256) -> Linear -> SiLU -> Linear; keys `mlp.0`, `mlp.2` (NVlabs TimestepEmbedder).
 
@@ -127,12 +136,7 @@ class LinearSelfAttention(nn.Module):
         self.eps = linear_eps
         self.always_clip = always_clip
         self.qkv = operations.Linear(hidden_size, 3 * hidden_size, bias=False, dtype=dtype, device=device)
-        self.q_norm = self.k_norm = None
-        if qk_norm:
-            self.q_norm = operations.RMSNorm(hidden_size, eps=NORM_EPS, elementwise_affine=True, dtype=dtype,
-                                             device=device)
-            self.k_norm = operations.RMSNorm(hidden_size, eps=NORM_EPS, elementwise_affine=True, dtype=dtype,
-                                             device=device)
+        self.q_norm, self.k_norm = qk_rms_norms(qk_norm, hidden_size, NORM_EPS, dtype, device, operations)
         self.proj = operations.Linear(hidden_size, hidden_size, bias=True, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor, rotate: Rotate | None = None, identity: bool = False) -> torch.Tensor:
@@ -174,12 +178,7 @@ class CrossAttention(nn.Module):
         self.fp32_softmax = fp32_softmax
         self.q_linear = operations.Linear(hidden_size, hidden_size, bias=True, dtype=dtype, device=device)
         self.kv_linear = operations.Linear(hidden_size, 2 * hidden_size, bias=True, dtype=dtype, device=device)
-        self.q_norm = self.k_norm = None
-        if cross_norm:
-            self.q_norm = operations.RMSNorm(hidden_size, eps=cross_norm_eps, elementwise_affine=True, dtype=dtype,
-                                             device=device)
-            self.k_norm = operations.RMSNorm(hidden_size, eps=cross_norm_eps, elementwise_affine=True, dtype=dtype,
-                                             device=device)
+        self.q_norm, self.k_norm = qk_rms_norms(cross_norm, hidden_size, cross_norm_eps, dtype, device, operations)
         self.proj = operations.Linear(hidden_size, hidden_size, bias=True, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, text_bias: torch.Tensor | None) -> torch.Tensor:

@@ -8,7 +8,8 @@ pytestmark = pytest.mark.integration
 
 NODE_IDS = (
     "SanaDiTLoader", "SanaVAELoader", "SanaTextEncoderLoader", "SanaTextEncode", "EmptySanaLatentImage",
-    "ModelSamplingSana", "SanaFlowDPMSolverSampler", "SanaFlowScheduler", "SanaPositionEncoding",
+    "ModelSamplingSana", "SanaFlowDPMSolverSampler", "SanaFlowScheduler", "SanaPositionEncoding", "SanaPAG",
+    "SanaSprintScheduler",
 )
 IMPORT_TIME_PATTERN = r"(\d+\.\d+) seconds(?: \(IMPORT FAILED\))?: \S*sana_native"
 
