@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dcae_blocks import RESAMPLE_FACTOR, TRUNK_KERNEL, ConvLayer, EfficientViTBlock, OpSequential, ResBlockMain
-from .dcae_blocks import ResidualBlock, RMSNorm2d
+from .dcae_blocks import ResidualBlock, RMSNorm2d, channel_duplicate
 from .tiling import TilingOptions, available_memory, estimate_peak_bytes, tiled_decode, tiled_encode
 
 # diffusers `dc-ae-f32c32-sana-1.0-diffusers` config.json `scaling_factor`; applied by the latent format only.
@@ -95,6 +95,13 @@ class DCAEConfig:
         return RESAMPLE_FACTOR ** (len(self.encoder_widths) - 1)
 
 
+def _layout(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """x in the memory layout its stage runs fastest in (a no-op when it already is): channels-last for ResBlock
+    stages (oneDNN 3x3 convolutions and RMSNorm2d's channel reductions are markedly faster on NHWC, measured on CPU),
+    contiguous NCHW for EViT stages (their 1x1 convolutions take the GEMM path, which returns NCHW anyway)."""
+    return x.contiguous(memory_format=torch.channels_last if kind == RES_BLOCK else torch.contiguous_format)
+
+
 def _make_block(kind: str, width: int, head_dim: int, scales: tuple[int, ...], layer: dict) -> nn.Module:
     if kind == RES_BLOCK:
         return ResidualBlock(ResBlockMain(width, **layer))
@@ -110,7 +117,9 @@ class InterpolateConvUp(nn.Module):
     Computed in the exactly equivalent sub-pixel form: output phase (a, b) at (i, j) is a 2x2 conv of the padded
     low-resolution input at (i + a, j + b), whose taps are sums of the 3x3 taps (`SUBPIXEL_TAPS`). One conv with
     4 x C_out outputs does all phases: no 4x larger interpolated input, and 16 instead of 36 multiply-adds per input
-    pixel and channel pair. x: [B, C_in, H, W] -> [B, C_out, 2H, 2W].
+    pixel and channel pair. With `fuse_shortcut` the block's channel-duplicating shortcut (`channel_duplicate`, which
+    copies input channel k // repeats into sub-pixel (a, b) of output channel c, k = 4c + 2a + b) is added to the tap
+    that reads x[i, j], so the shortcut costs no extra pass. x: [B, C_in, H, W] -> [B, C_out, 2H, 2W].
     """
 
     def __init__(self, in_channels: int, out_channels: int, dtype=None, device=None, operations=None):
@@ -118,20 +127,28 @@ class InterpolateConvUp(nn.Module):
         self.conv = ConvLayer(in_channels, out_channels, TRUNK_KERNEL, bias=True, dtype=dtype, device=device,
                               operations=operations)
 
-    def _phase_kernels(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _phase_kernels(self, dtype: torch.dtype, device: torch.device, fuse_shortcut: bool):
         """(weight [4*C_out, C_in, 2, 2], bias [4*C_out]) with output channels ordered (phase a, phase b, c)."""
         weight = self.conv.conv.weight.to(device=device, dtype=torch.float32)  # [O, I, 3, 3]
         out_channels, in_channels = weight.shape[:2]
         taps = torch.tensor(SUBPIXEL_TAPS, dtype=torch.float32, device=device)  # [phase, 2x2 tap, 3x3 tap]
         combine = torch.einsum("apr,bqc->abpqrc", taps, taps).flatten(0, 3).flatten(1)  # [(a, b, p, q), (r, c)]
         kernels = (weight.flatten(2).flatten(0, 1) @ combine.T).view(out_channels, in_channels, 2, 2, 2, 2)
-        kernels = kernels.permute(2, 3, 0, 1, 4, 5).reshape(-1, in_channels, 2, 2)  # [(a, b, O), I, p, q]
+        kernels = kernels.permute(2, 3, 0, 1, 4, 5).contiguous()  # [a, b, O, I, p, q]
+        if fuse_shortcut:
+            phases = RESAMPLE_FACTOR ** 2
+            repeats = out_channels * phases // in_channels
+            channel = torch.arange(out_channels, device=device)
+            for a in range(RESAMPLE_FACTOR):
+                for b in range(RESAMPLE_FACTOR):
+                    source = (phases * channel + RESAMPLE_FACTOR * a + b) // repeats
+                    kernels[a, b, channel, source, 1 - a, 1 - b] += 1  # tap (1 - a, 1 - b) reads x[i, j]
         bias = self.conv.conv.bias.to(device=device, dtype=dtype).repeat(RESAMPLE_FACTOR ** 2)
-        return kernels.to(dtype), bias
+        return kernels.reshape(-1, in_channels, 2, 2).to(dtype), bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fuse_shortcut: bool = False) -> torch.Tensor:
         batch, _, height, width = x.shape
-        kernels, bias = self._phase_kernels(x.dtype, x.device)
+        kernels, bias = self._phase_kernels(x.dtype, x.device, fuse_shortcut)
         phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernels, bias)  # [B, 4*C_out, H+1, W+1]
         channels = phases.shape[1] // RESAMPLE_FACTOR ** 2
         layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
@@ -145,12 +162,32 @@ class InterpolateConvUp(nn.Module):
         return out
 
 
+class UpsampleBlock(nn.Module):
+    """Decoder stage entry: InterpolateConvUp + channel-duplicating shortcut (key `main.conv.conv.*`).
+
+    In float32 the shortcut is folded into the conv taps (exact: the added 1.0 perturbs a tap by at most float32
+    rounding of ~1e-7). In bf16 / fp16 a weight of ~1e-2 next to 1.0 would lose most of its bits, so the shortcut is
+    added separately there, in the activation dtype as efficientvit does.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, dtype=None, device=None, operations=None):
+        super().__init__()
+        self.main = InterpolateConvUp(in_channels, out_channels, dtype=dtype, device=device, operations=operations)
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return self.main(x, fuse_shortcut=True)
+        return self.main(x).add_(channel_duplicate(x, self.out_channels, RESAMPLE_FACTOR))
+
+
 class DCAEEncoder(nn.Module):
     """Image [B, 3, H, W] in [-1, 1] -> raw latent [B, latent_channels, H/32, W/32] (keys `encoder.*`)."""
 
     def __init__(self, config: DCAEConfig, dtype=None, device=None, operations=None):
         super().__init__()
         layer = dict(dtype=dtype, device=device, operations=operations)
+        self.config = config
         widths = config.encoder_widths
         self.project_in = ConvLayer(config.in_channels, widths[0], TRUNK_KERNEL, bias=True, **layer)
         stages = []
@@ -166,9 +203,10 @@ class DCAEEncoder(nn.Module):
         self.project_out = ResidualBlock(OpSequential([out]), "average", config.latent_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.project_in(x)
-        for stage in self.stages:
-            x = stage(x)
+        kinds = self.config.encoder_block_types
+        x = self.project_in(_layout(x, kinds[0]))
+        for stage, kind in zip(self.stages, kinds, strict=True):
+            x = stage(_layout(x, kind))
         return self.project_out(x)
 
 
@@ -178,6 +216,7 @@ class DCAEDecoder(nn.Module):
     def __init__(self, config: DCAEConfig, dtype=None, device=None, operations=None):
         super().__init__()
         layer = dict(dtype=dtype, device=device, operations=operations)
+        self.config = config
         widths = config.decoder_widths
         project_in = ConvLayer(config.latent_channels, widths[-1], TRUNK_KERNEL, bias=True, **layer)
         self.project_in = ResidualBlock(project_in, "duplicate", widths[-1], 1)
@@ -185,8 +224,7 @@ class DCAEDecoder(nn.Module):
         for s, (width, depth) in enumerate(zip(widths, config.decoder_depths, strict=True)):
             ops = []
             if s < len(widths) - 1:
-                up = InterpolateConvUp(widths[s + 1], width, **layer)
-                ops.append(ResidualBlock(up, "duplicate", width, RESAMPLE_FACTOR))
+                ops.append(UpsampleBlock(widths[s + 1], width, **layer))
             ops += [_make_block(config.decoder_block_types[s], width, config.head_dim, config.decoder_scales[s], layer)
                     for _ in range(depth)]
             stages.append(OpSequential(ops))
@@ -198,10 +236,11 @@ class DCAEDecoder(nn.Module):
         ])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        kinds = self.config.decoder_block_types
         x = self.project_in(z)
-        for stage in reversed(self.stages):
-            x = stage(x)
-        return self.project_out(x)
+        for stage, kind in zip(reversed(self.stages), reversed(kinds), strict=True):
+            x = stage(_layout(x, kind))
+        return self.project_out(_layout(x, kinds[0]))
 
 
 class DCAE(nn.Module):
@@ -229,21 +268,18 @@ class DCAE(nn.Module):
         """Pixels per latent pixel along each side (32)."""
         return self.config.downsample_factor
 
-    def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        # oneDNN / cuDNN convolutions run faster on NHWC; every op here keeps the format it is given.
-        return x.contiguous(memory_format=torch.channels_last)
-
     def _full_encode(self, image: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self._channels_last(image)).contiguous()
+        return self.encoder(image).contiguous()
 
     def _full_decode(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self._channels_last(latent)).contiguous()
+        return self.decoder(latent).contiguous()
 
     @torch.no_grad()
     def encode(self, image: torch.Tensor, tiling: TilingOptions | None = None) -> torch.Tensor:
         """image: [B, 3, H, W] in [-1, 1], H and W multiples of 32 -> raw latent [B, 32, H/32, W/32] (not scaled)."""
         factor = self.downsample_factor
-        if image.ndim != 4 or image.shape[-2] % factor or image.shape[-1] % factor:
+        wrong_channels = image.ndim != 4 or image.shape[1] != self.config.in_channels
+        if wrong_channels or image.shape[-2] % factor or image.shape[-1] % factor:
             raise ValueError(f"DCAE.encode: expected an image [B, {self.config.in_channels}, H, W] with H and W "
                              f"multiples of {factor}, got shape {tuple(image.shape)}; crop or pad the image first.")
         options = self.tiling if tiling is None else tiling

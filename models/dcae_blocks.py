@@ -87,13 +87,15 @@ class RMSNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.empty(channels, dtype=dtype, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # mean(x^2) = |x|^2 / C from one float32 norm reduction (no full-size temporary), then one fused affine pass.
+        # mean(x^2) = |x|^2 / C from one float32 norm reduction (no full-size temporary), then the affine in place.
         norm = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32)
         inverse_rms = torch.rsqrt(norm.square_().div_(x.shape[1]).add_(self.eps))
         y = (x * inverse_rms).to(x.dtype)
         weight = self.weight.to(dtype=x.dtype, device=x.device)[:, None, None]
         bias = self.bias.to(dtype=x.dtype, device=x.device)[:, None, None]
-        return torch.addcmul(bias, y, weight, out=y)
+        if torch.is_grad_enabled():  # `out=` cannot record autograd history
+            return y.mul_(weight).add_(bias)
+        return torch.addcmul(bias, y, weight, out=y)  # one pass instead of two
 
 
 class ConvLayer(nn.Module):

@@ -26,12 +26,15 @@ TILING_MODES = ("auto", "always", "never")
 
 # Peak live activations per stage, in tensors of the stage's width at the stage's resolution. ResBlock stages: input,
 # conv1, conv2 and norm outputs plus oneDNN's reordered input; measured with `tests/benchmarks/bench_dcae.py` on CPU
-# float32 as 5.5 (decode peak 268 MiB at 256 px, 793 MiB at 512 px: 175 MiB per 65536 px of 128 channels).
+# float32 as 5.5 (decode peak 268 MiB at 256 px, 793 MiB at 512 px: 175 MiB per 65536 px of 128 channels; 2326 MiB
+# at 1024 px against an estimate of 3072 MiB, so the estimate errs on the safe side).
 # EViT stages: input + 8C inverted + 8C depthwise + 2 x 4C GLU gate (never the peak in f32c32). Upsample entry:
 # 4 sub-pixel phases + pixel_shuffle + duplicated shortcut.
 RES_STAGE_TENSORS = 6
 EVIT_STAGE_TENSORS = 22
 UPSAMPLE_TENSORS = 5
+# Block-type name of ResBlock stages (the string of `models.dcae.RES_BLOCK`; dcae.py imports this module).
+RES_BLOCK_NAME = "ResBlock"
 # Bytes per element of the float32 statistics in RMSNorm / attention, which run in float32 for any dtype.
 FLOAT32_BYTES = 4
 
@@ -105,7 +108,7 @@ def estimate_peak_bytes(widths, block_types, latent_shape, dtype: torch.dtype, u
     peak = 0
     for stage, (channels, kind) in enumerate(zip(widths, block_types, strict=True)):
         pixels = batch * height * width * (2 ** (len(widths) - 1 - stage)) ** 2
-        tensors = RES_STAGE_TENSORS if kind == "ResBlock" else EVIT_STAGE_TENSORS
+        tensors = RES_STAGE_TENSORS if kind == RES_BLOCK_NAME else EVIT_STAGE_TENSORS
         if upsample and stage < len(widths) - 1:
             tensors = max(tensors, UPSAMPLE_TENSORS)
         peak = max(peak, tensors * channels * pixels * element)
