@@ -7,11 +7,14 @@ network.
 
 import importlib.util
 
-from . import models, samplers
+__all__ = []
+# pytest may load this file on its own (no parent package, e.g. from a checkout folder whose name has a hyphen);
+# there is nothing to expose then.
+if __package__:
+    from . import models, samplers
 
-if importlib.util.find_spec("comfy_api") is not None:
-    from .nodes import comfy_entrypoint
-
-    __all__ = ["comfy_entrypoint", "models", "samplers"]
-else:
     __all__ = ["models", "samplers"]
+    if importlib.util.find_spec("comfy_api") is not None:
+        from .nodes import comfy_entrypoint
+
+        __all__ = ["comfy_entrypoint", "models", "samplers"]
