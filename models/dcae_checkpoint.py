@@ -17,6 +17,7 @@ import torch
 
 from .dcae import EVIT_BLOCK, RES_BLOCK, DCAE, DCAEConfig
 from .tiling import TilingOptions
+from .weights_file import read_weights_file
 
 ORIGINAL_MARKER = "encoder.project_in.conv.weight"
 DIFFUSERS_MARKER = "encoder.conv_in.weight"
@@ -25,7 +26,6 @@ KNOWN_PREFIXES = ("vae.", "first_stage_model.", "model.")
 # Files looked for inside a folder, in order (Hugging Face repo layouts).
 FOLDER_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin",
                 "model.pth", "model.pt")
-TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 # diffusers module path -> original module path (the parameter name, weight or bias, is kept).
 DIFFUSERS_TOP_LEVEL = {
@@ -188,19 +188,6 @@ def config_from_state_dict(state_dict: dict) -> DCAEConfig:
     )
 
 
-def _read_file(path: Path) -> dict:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    elif path.suffix in TORCH_SUFFIXES:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-        return data.get("state_dict", data) if isinstance(data, dict) else data
-    else:
-        raise ValueError(f"DC-AE file '{path}' has suffix '{path.suffix}'; expected .safetensors or one of "
-                         f"{TORCH_SUFFIXES}.")
-
-
 def read_state_dict(path) -> dict:
     """Tensors of a DC-AE file, or of the weights file inside a Hugging Face folder (diffusers or original)."""
     path = Path(path)
@@ -212,7 +199,7 @@ def read_state_dict(path) -> dict:
         path = found
     elif not path.is_file():
         raise ValueError(f"DC-AE file '{path}' does not exist.")
-    return _read_file(path)
+    return read_weights_file(path, "DC-AE")
 
 
 def load_dcae(path, dtype: torch.dtype = torch.float32, device="cpu", operations=None,

@@ -18,6 +18,7 @@ import torch
 from .dit import DEFAULT_SAMPLE_SIZE, SanaDiT, SanaDiTConfig, variant_config
 from .pos_embed import sincos_2d
 from .rope import declared_encoding
+from .weights_file import read_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -97,24 +98,12 @@ EXPECTED = ("a Sana DiT: original NVlabs keys (x_embedder.proj.weight, blocks.N.
             "SanaTransformer2DModel (patch_embed.proj.weight, transformer_blocks.N.attn1.to_q.weight, ...)")
 
 
-def _read_tensor_file(path: Path) -> dict:
-    """One safetensors or torch file -> dict (torch files are read with weights_only=True)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) torch files cannot be memory-mapped
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-
-
 def _read_sharded(index_path: Path) -> dict:
     """A diffusers/HF shard index -> the merged state dict of its shards."""
     shards = sorted(set(json.loads(index_path.read_text())["weight_map"].values()))
     sd = {}
     for shard in shards:
-        sd.update(_read_tensor_file(index_path.parent / shard))
+        sd.update(read_weights_file(index_path.parent / shard, "DiT"))
     return sd
 
 
@@ -143,7 +132,7 @@ def read_checkpoint(path) -> tuple[dict, dict | None]:
         return _read_sharded(index), config
     if not path.exists():
         raise ValueError(f"{path}: weights file not found")
-    return _read_tensor_file(path), config
+    return read_weights_file(path, "DiT"), config
 
 
 def unwrap_state_dict(sd: dict) -> dict:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
-PICKLE_FREE_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")  # read with torch.load(weights_only=True) only
+from .weights_file import SAFETENSORS_SUFFIXES, read_weights_file
 HF_CONFIG_NAME = "config.json"
 TRANSFORMERS_DTYPE_KWARG_SINCE = (4, 56)  # transformers 4.56 renamed from_pretrained(torch_dtype=) to dtype=
 NAMES_SHOWN_IN_ERRORS = 5
@@ -60,23 +59,6 @@ def _folder_weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def _read_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix in SAFETENSORS_SUFFIXES:
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    if path.suffix in PICKLE_FREE_TORCH_SUFFIXES:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-        if not isinstance(sd, dict):
-            raise ValueError(f"{path} does not hold a state dict (found {type(sd).__name__}).")
-        return sd
-    raise ValueError(
-        f"Unsupported text-encoder file type '{path.suffix}' for {path}; expected one of "
-        f"{SAFETENSORS_SUFFIXES + PICKLE_FREE_TORCH_SUFFIXES} or a Hugging Face model folder."
-    )
-
-
 def _cast(sd: dict, dtype, keep_prefix: str | None) -> dict:
     if dtype is None:
         return sd
@@ -96,9 +78,9 @@ def read_state_dict(path: Path, dtype: torch.dtype | None = None, keep_prefix: s
     if path.is_dir():
         sd: dict[str, torch.Tensor] = {}
         for file in _folder_weight_files(path):
-            sd.update(_cast(_read_file(file), dtype, keep_prefix))
+            sd.update(_cast(read_weights_file(file, "text-encoder"), dtype, keep_prefix))
         return sd
-    return _cast(_read_file(path), dtype, keep_prefix)
+    return _cast(read_weights_file(path, "text-encoder"), dtype, keep_prefix)
 
 
 def split_prefixed(sd: dict, prefix: str) -> tuple[dict, dict]:
