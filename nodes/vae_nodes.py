@@ -9,13 +9,11 @@ from comfy_api.latest import io, ui
 
 from ..models.tiling import TILING_MODES
 from .common import CATEGORY, resolve_model_file
-from .latent_format import SanaLatentFormat
+from .latent_format import SANA_SPATIAL_FACTOR, SanaLatentFormat
 from .vae_adapter import PREVIEW_METHODS, load_sana_vae, write_preview_factors
 
 FOLDER = "vae"
 PREVIEW_CHOICES = [*PREVIEW_METHODS, "off"]
-# DC-AE f32c32: one latent pixel per 32x32 image pixels (reference/sana.md §4.1).
-SPATIAL_FACTOR = 32
 MAX_SIZE = 16384  # ComfyUI nodes.MAX_RESOLUTION
 DEFAULT_SIZE = 1024
 WIDGET_STEP = 8  # like EmptyLatentImage, so typed sizes are accepted and then snapped to 32 with a note
@@ -35,8 +33,8 @@ ASPECT_PRESETS = {f"{w}x{h} (h/w {ratio})": (w, h) for ratio, (h, w) in _BINS_10
 
 
 def snap(value: int) -> int:
-    """Nearest multiple of SPATIAL_FACTOR, at least one latent pixel."""
-    return max(SPATIAL_FACTOR, math.floor(value / SPATIAL_FACTOR + 0.5) * SPATIAL_FACTOR)
+    """Nearest multiple of SANA_SPATIAL_FACTOR, at least one latent pixel."""
+    return max(SANA_SPATIAL_FACTOR, math.floor(value / SANA_SPATIAL_FACTOR + 0.5) * SANA_SPATIAL_FACTOR)
 
 
 def latent_size(width: int, height: int, aspect_ratio: str) -> tuple[int, int, str]:
@@ -44,18 +42,18 @@ def latent_size(width: int, height: int, aspect_ratio: str) -> tuple[int, int, s
     if aspect_ratio == CUSTOM:
         w, h = snap(width), snap(height)
         changed = (w, h) != (width, height)
-        prefix = f"{width}x{height} snapped to multiples of {SPATIAL_FACTOR}: " if changed else ""
+        prefix = f"{width}x{height} snapped to multiples of {SANA_SPATIAL_FACTOR}: " if changed else ""
     elif aspect_ratio in ASPECT_PRESETS:
         w, h = ASPECT_PRESETS[aspect_ratio]
         prefix = f"preset {aspect_ratio} (width/height inputs ignored): "
     else:
         raise ValueError(f"aspect_ratio '{aspect_ratio}' is unknown; pick '{CUSTOM}' or a listed preset.")
-    return w, h, f"{prefix}{w}x{h}, latent {w // SPATIAL_FACTOR}x{h // SPATIAL_FACTOR}"
+    return w, h, f"{prefix}{w}x{h}, latent {w // SANA_SPATIAL_FACTOR}x{h // SANA_SPATIAL_FACTOR}"
 
 
 def empty_latent(batch_size: int, width: int, height: int) -> dict:
     """LATENT dict of zeros [B, 32, height/32, width/32] on ComfyUI's intermediate device."""
-    shape = (batch_size, SanaLatentFormat.latent_channels, height // SPATIAL_FACTOR, width // SPATIAL_FACTOR)
+    shape = (batch_size, SanaLatentFormat.latent_channels, height // SANA_SPATIAL_FACTOR, width // SANA_SPATIAL_FACTOR)
     return {"samples": torch.zeros(shape, device=mm.intermediate_device())}
 
 
@@ -104,9 +102,9 @@ class EmptySanaLatentImage(io.ComfyNode):
             description="An empty 32-channel Sana latent (1/32 of the image size). Sizes snap to multiples of 32; "
                         "the node shows the size used. Presets are Sana's 1024 px aspect-ratio buckets.",
             inputs=[
-                io.Int.Input("width", default=DEFAULT_SIZE, min=SPATIAL_FACTOR, max=MAX_SIZE, step=WIDGET_STEP,
+                io.Int.Input("width", default=DEFAULT_SIZE, min=SANA_SPATIAL_FACTOR, max=MAX_SIZE, step=WIDGET_STEP,
                              tooltip="Image width in pixels; snapped to the nearest multiple of 32."),
-                io.Int.Input("height", default=DEFAULT_SIZE, min=SPATIAL_FACTOR, max=MAX_SIZE, step=WIDGET_STEP,
+                io.Int.Input("height", default=DEFAULT_SIZE, min=SANA_SPATIAL_FACTOR, max=MAX_SIZE, step=WIDGET_STEP,
                              tooltip="Image height in pixels; snapped to the nearest multiple of 32."),
                 io.Int.Input("batch_size", default=1, min=1, max=4096, tooltip="Number of latents in the batch."),
                 io.Combo.Input("aspect_ratio", options=[CUSTOM, *ASPECT_PRESETS], default=CUSTOM, optional=True,
