@@ -8,6 +8,12 @@ Layouts:
   -> one 1x1 qkv conv, to_out -> 1x1 conv), the inverse of diffusers
   `loaders/single_file_utils.py::convert_autoencoder_dc_checkpoint_to_diffusers`.
 Widths, depths, block types and multi-scale kernels are read from the tensors, never from config.json.
+
+Files: one weights file (``model.safetensors`` straight in models/vae included), a Hugging Face folder, or a diffusers
+pipeline folder (its ``vae/``); which copy of a folder is read (default precision before an ``.fp16`` variant) is
+decided by the shared reader, models/weights_file.py. Other autoencoders (SD1/SDXL, SD3/Flux KL VAEs, in the original
+or the diffusers layout) and other Sana files are recognised by their keys and refused with a message saying what they
+are. Loading is strict: missing or unexpected tensors and non-finite values are refused, naming the file and keys.
 """
 
 import re
@@ -17,15 +23,30 @@ import torch
 
 from .dcae import EVIT_BLOCK, RES_BLOCK, DCAE, DCAEConfig
 from .tiling import TilingOptions
-from .weights_file import read_weights_file
+from .weights_file import WeightsFileError, check_finite, component_folder, read_weights
 
 ORIGINAL_MARKER = "encoder.project_in.conv.weight"
 DIFFUSERS_MARKER = "encoder.conv_in.weight"
 # Prefixes some all-in-one files put before the autoencoder keys.
 KNOWN_PREFIXES = ("vae.", "first_stage_model.", "model.")
-# Files looked for inside a folder, in order (Hugging Face repo layouts).
-FOLDER_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin",
-                "model.pth", "model.pt")
+KIND = "DC-AE"
+PIPELINE_COMPONENT = "vae"
+# The diffusers AutoencoderDC blocks are `{side}.{down|up}_blocks.{stage}.{index}.*`; AutoencoderKL (SD/SDXL/Flux VAEs,
+# which also have encoder.conv_in) nests `down_blocks.{stage}.resnets.*`, the original KL layout `encoder.down.*`.
+DCAE_DIFFUSERS_BLOCK = re.compile(r"(encoder|decoder)\.(down|up)_blocks\.\d+\.\d+\.")
+KL_DECODER_IN = "decoder.conv_in.weight"  # [512, latent channels, 3, 3] in both KL layouts
+# Latent channels -> the autoencoder family that uses them (ComfyUI comfy/sd.py VAE detection, latent_formats.py).
+KL_FAMILIES = {4: "SD1/SD2/SDXL-family", 16: "SD3/Flux.1-family"}
+# Key fragments of other files users put in models/vae by mistake -> what they are and where they belong.
+OTHER_SANA_FILES = {
+    "x_embedder.": "a Sana DiT (transformer) file: put it in models/diffusion_models and load it with the Sana DiT "
+                   "loader",
+    "transformer_blocks.": "a diffusers transformer file: put it in models/diffusion_models and load it with the Sana "
+                           "DiT loader",
+    "layers.0.post_feedforward_layernorm.": "a Gemma-2 text encoder: put it in models/text_encoders",
+}
+SANA_DCAE_HINT = ("Pick a dc-ae-f32c32-sana file (mit-han-lab model.safetensors or diffusers "
+                  "diffusion_pytorch_model.safetensors, or a pipeline folder with vae/) in models/vae.")
 
 # diffusers module path -> original module path (the parameter name, weight or bias, is kept).
 DIFFUSERS_TOP_LEVEL = {
@@ -57,17 +78,34 @@ QKV_MODULE = re.compile(r"(.+)\.attn\.to_(q|k|v)")
 QKV_ORDER = ("q", "k", "v")
 
 
-def detect_layout(state_dict: dict) -> str:
-    """'original' or 'diffusers' for a DC-AE state dict, else ValueError naming the keys looked for."""
+def other_model(state_dict: dict) -> str | None:
+    """What a non-DC-AE state dict is ("an SDXL-family VAE (4 latent channels, ...)", "a Sana DiT ..."), else None."""
+    if KL_DECODER_IN in state_dict and not any(DCAE_DIFFUSERS_BLOCK.match(k) for k in state_dict):
+        channels = state_dict[KL_DECODER_IN].shape[1]
+        layout = "diffusers AutoencoderKL" if any(".resnets." in k for k in state_dict) else "original KL"
+        family = KL_FAMILIES.get(channels, "KL")
+        return (f"an {family} VAE ({channels} latent channels, {layout} layout), not Sana's DC-AE (32 latent "
+                "channels, 32x downscale). Load it with the stock Load VAE node")
+    for fragment, what in OTHER_SANA_FILES.items():
+        if any(fragment in k for k in state_dict):
+            return what
+    return None
+
+
+def detect_layout(state_dict: dict, source="state dict") -> str:
+    """'original' or 'diffusers' for a DC-AE state dict, else ValueError saying what the file is and what to pick."""
+    other = other_model(state_dict)
+    if other is not None:
+        raise WeightsFileError(f"Not a DC-AE checkpoint: {source} is {other}. {SANA_DCAE_HINT}")
     if ORIGINAL_MARKER in state_dict:
         return "original"
     elif DIFFUSERS_MARKER in state_dict:
         return "diffusers"
     else:
         sample = ", ".join(sorted(state_dict)[:5])
-        raise ValueError(f"Not a DC-AE checkpoint: neither '{ORIGINAL_MARKER}' (mit-han-lab layout) nor "
-                         f"'{DIFFUSERS_MARKER}' (diffusers AutoencoderDC) is present; first keys: {sample}. "
-                         f"Pick a dc-ae-f32c32-sana file in models/vae.")
+        raise WeightsFileError(f"Not a DC-AE checkpoint: {source} has neither '{ORIGINAL_MARKER}' (mit-han-lab "
+                               f"layout) nor '{DIFFUSERS_MARKER}' (diffusers AutoencoderDC); first keys: {sample}. "
+                               f"{SANA_DCAE_HINT}")
 
 
 def _rename_block_module(side: str, inner: str) -> str | None:
@@ -122,14 +160,17 @@ def _strip_prefix(state_dict: dict) -> dict:
     return state_dict
 
 
-def to_original_layout(state_dict: dict) -> dict:
+def to_original_layout(state_dict: dict, source="state dict") -> dict:
     """Any supported DC-AE state dict (optionally prefixed by 'vae.' etc.) in original mit-han-lab names."""
     state_dict = _strip_prefix(state_dict)
-    layout = detect_layout(state_dict)
+    layout = detect_layout(state_dict, source)
     if layout == "original":
         return dict(state_dict)
     elif layout == "diffusers":
-        return diffusers_to_original(state_dict)
+        try:
+            return diffusers_to_original(state_dict)
+        except ValueError as e:
+            raise WeightsFileError(f"{source}: {e}") from e
     else:
         raise ValueError(f"DC-AE layout '{layout}' is not handled.")
 
@@ -188,18 +229,24 @@ def config_from_state_dict(state_dict: dict) -> DCAEConfig:
     )
 
 
-def read_state_dict(path) -> dict:
-    """Tensors of a DC-AE file, or of the weights file inside a Hugging Face folder (diffusers or original)."""
-    path = Path(path)
-    if path.is_dir():
-        found = next((path / name for name in FOLDER_FILES if (path / name).is_file()), None)
-        if found is None:
-            raise ValueError(f"DC-AE folder '{path}' holds none of {FOLDER_FILES}; point at the weights file or at a "
-                             f"dc-ae-f32c32-sana(-diffusers) folder.")
-        path = found
-    elif not path.is_file():
-        raise ValueError(f"DC-AE file '{path}' does not exist.")
-    return read_weights_file(path, "DC-AE")
+def read_dcae_weights(path) -> dict:
+    """Tensors of a DC-AE file, Hugging Face folder or pipeline folder (its vae/), through the shared reader."""
+    return read_weights(component_folder(Path(path), PIPELINE_COMPONENT), KIND)
+
+
+def _check_keys(model: DCAE, state_dict: dict, source) -> None:
+    """Refuse missing/unexpected tensors and wrong shapes before loading, naming the first keys."""
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise WeightsFileError(f"{source}: detected a DC-AE ({len(state_dict)} tensors), but {len(missing)} expected "
+                               f"tensors are missing {missing[:5]} and {len(unexpected)} are unexpected "
+                               f"{unexpected[:5]}. The file is incomplete or another variant: re-download it.")
+    wrong = [k for k, v in expected.items() if tuple(v.shape) != tuple(state_dict[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise WeightsFileError(f"{source}: tensor '{k}' has shape {tuple(state_dict[k].shape)}, expected "
+                               f"{tuple(expected[k].shape)} ({len(wrong)} tensors differ); re-download the file.")
 
 
 def load_dcae(path, dtype: torch.dtype = torch.float32, device="cpu", operations=None,
@@ -210,11 +257,14 @@ def load_dcae(path, dtype: torch.dtype = torch.float32, device="cpu", operations
     runs. `operations` is the layer namespace (default torch.nn; ComfyUI passes comfy.ops). Returns a module whose
     `encode(image [B,3,H,W] in [-1,1])` gives the raw latent [B,32,H/32,W/32] and `decode(latent)` the image.
     """
-    state_dict = to_original_layout(read_state_dict(path))
-    config = config_from_state_dict(state_dict)
-    model = DCAE(config, tiling=tiling, device="meta", operations=operations)
+    state_dict = to_original_layout(read_dcae_weights(path), path)
     try:
-        model.load_state_dict(state_dict, strict=True, assign=True)
-    except RuntimeError as e:
-        raise ValueError(f"DC-AE file '{path}' does not match the architecture read from its own tensors: {e}") from e
+        config = config_from_state_dict(state_dict)
+    except (ValueError, KeyError) as e:
+        raise WeightsFileError(f"{path}: the DC-AE architecture cannot be read from its tensors ({e}); "
+                               f"{SANA_DCAE_HINT}") from e
+    model = DCAE(config, tiling=tiling, device="meta", operations=operations)
+    _check_keys(model, state_dict, path)
+    check_finite(state_dict, path)
+    model.load_state_dict(state_dict, strict=True, assign=True)
     return model.to(device=device, dtype=dtype).eval()

@@ -44,6 +44,8 @@ REFERENCES = tuple(REFERENCE_NUMERICS)
 PAG_LAYERS_KEY = "sana_pag_layers"
 # PAG layers of the official configs: [8] for 1.6B (Sana_1600M_img1024.yaml), [14] from sana_base.yaml for 600M.
 PAG_DEFAULT_LAYERS = {2240: (8,), 1152: (14,)}
+# ComfyUI `control` dict entry holding ControlNet block residuals [B, N, C] (models/controlnet.py).
+CONTROL_KEY = "input"
 
 
 @dataclass
@@ -265,7 +267,9 @@ class SanaDiT(nn.Module):
         transformer_options: ComfyUI per-call options (`rope_options` from ScaleROPE and `sana_pos_encoding` from
         SanaPositionEncoding reach the position encoding; `sana_pag_layers`, block indices whose self-attention is
         the identity, is PAG's perturbed pass).
-        Other keyword arguments from ComfyUI (`control`, ...) are accepted and ignored. Returns [B, 32, h, w].
+        control: ComfyUI's ControlNet output; residual i of `control[CONTROL_KEY]` is added after block i + 1
+        (diffusers SanaTransformer2DModel `controlnet_block_samples`). Other keyword arguments are ignored.
+        Returns [B, 32, h, w].
         """
         options = transformer_options or {}
         if self.cast_inputs:
@@ -279,8 +283,12 @@ class SanaDiT(nn.Module):
         t0 = self.t_block(t)
         y, text_bias = self.embed_text(context, attention_mask, dtype)
         perturbed = options.get(PAG_LAYERS_KEY, ())
+        residuals = (kwargs.get("control") or {}).get(CONTROL_KEY) or ()
         for index, block in enumerate(self.blocks):
-            tokens = block(tokens, y, t0, text_bias, (h, w), rotate=pe.rotate, identity_attention=index in perturbed)
+            tokens = block(tokens, y, t0, text_bias, (h, w), rotate=pe.rotate, identity_attention=index in perturbed,
+                           transformer_options=options)
+            if 0 < index <= len(residuals) and residuals[index - 1] is not None:
+                tokens = tokens + residuals[index - 1].to(tokens.dtype)
         return self.unpatchify(self.final_layer(tokens, t), h, w)
 
 

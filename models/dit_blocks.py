@@ -62,18 +62,33 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: flo
                      rotate: Rotate | None = None) -> torch.Tensor:
     """ReLU linear attention out_n = sum_m (q_n . k_m) v_m / (sum_m q_n . k_m + eps).
 
-    q, k: ReLU kernels [B, heads, N, d]; v: [B, heads, N, d]; all float32. Without `rotate`, v is padded with a row
-    of ones so one pair of matmuls yields numerator and normaliser together (NVlabs LiteLA.attn_matmul). With
-    `rotate`, the numerator uses rotate(q), rotate(k) and the normaliser the un-rotated kernels, which keeps it
-    positive. Returns [B, heads, N, d] float32.
+    q, k: ReLU kernels [B, heads, N, d]; v: [B, heads, N, d]; all float32. Without `rotate`, one matmul with q
+    yields numerator and normaliser together: NVlabs LiteLA.attn_matmul pads v with a column of ones, here the small
+    [d, d] matrix k^T v gets the column sum_m k_m instead (the same sums, without copying the [N, d] v), and the
+    division runs in place on the numerator. With `rotate`, the numerator uses rotate(q), rotate(k) and the
+    normaliser the un-rotated kernels, which keeps it positive. Returns [B, heads, N, d] float32.
     """
     if rotate is None:
-        v_pad = F.pad(v, (0, 1), mode="constant", value=1.0)
-        out = q @ (k.transpose(-1, -2) @ v_pad)
-        return out[..., :-1] / (out[..., -1:] + eps)
+        kv_pad = torch.cat([k.transpose(-1, -2) @ v, k.sum(dim=2).unsqueeze(-1)], dim=-1)  # [B, heads, d, d + 1]
+        out = q @ kv_pad
+        return out[..., :-1].div_(out[..., -1:] + eps)
     numerator = rotate(q) @ (rotate(k).transpose(-1, -2) @ v)
     normaliser = q @ k.sum(dim=2).unsqueeze(-1)
     return numerator / (normaliser + eps)
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None = None,
+                   skip_reshape: bool = True, **kwargs) -> torch.Tensor:
+    """Softmax attention with the contract of ComfyUI's `comfy.ldm.modules.attention.optimized_attention`.
+
+    q: [B, heads, N, d]; k, v: [B, heads, T, d] (skip_reshape=True, the only layout used here); mask: additive bias
+    broadcastable to [B, heads, N, T] or None. Returns [B, N, heads * d]. The pure-PyTorch default of
+    `CrossAttention.attention`; inside ComfyUI the adapter injects core's backend (sage, flash, xformers, ...).
+    """
+    if not skip_reshape:
+        raise ValueError(f"sdpa_attention got skip_reshape={skip_reshape}; expected q, k, v as [B, heads, N, d]")
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], heads * q.shape[3])
 
 
 def qk_rms_norms(enabled: bool, hidden_size: int, eps: float, dtype, device, operations) -> tuple:
@@ -176,15 +191,19 @@ class CrossAttention(nn.Module):
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of the cross-attention heads {num_heads}")
         self.num_heads = num_heads
         self.fp32_softmax = fp32_softmax
+        # Softmax backend (sdpa_attention's contract); nodes/dit_adapter.py SanaDiTComfy installs ComfyUI's.
+        self.attention = sdpa_attention
         self.q_linear = operations.Linear(hidden_size, hidden_size, bias=True, dtype=dtype, device=device)
         self.kv_linear = operations.Linear(hidden_size, 2 * hidden_size, bias=True, dtype=dtype, device=device)
         self.q_norm, self.k_norm = qk_rms_norms(cross_norm, hidden_size, cross_norm_eps, dtype, device, operations)
         self.proj = operations.Linear(hidden_size, hidden_size, bias=True, dtype=dtype, device=device)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, text_bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, text_bias: torch.Tensor | None,
+                transformer_options: dict | None = None) -> torch.Tensor:
         """x: [B, N, C] image tokens (un-normalised); y: [B, T, C] projected captions; text_bias: [B, 1, 1, T]
-        additive mask bias (0 keep, -10000 drop) or None. Returns [B, N, C]."""
-        batch, tokens, channels = x.shape
+        additive mask bias (0 keep, -10000 drop) or None; transformer_options: ComfyUI's per-call options, handed to
+        the attention backend (its `optimized_attention_override`). Returns [B, N, C]."""
+        batch, _, channels = x.shape
         q = self.q_linear(x)
         k, v = self.kv_linear(y).chunk(2, dim=-1)
         if self.q_norm is not None:
@@ -192,11 +211,14 @@ class CrossAttention(nn.Module):
         head_dim = channels // self.num_heads
         q, k, v = (t.view(batch, -1, self.num_heads, head_dim).transpose(1, 2) for t in (q, k, v))
         dtype = q.dtype
-        if self.fp32_softmax:
+        precision = None
+        if self.fp32_softmax:  # Sprint's "vanilla" cross-attention: q, k, v and the softmax in fp32 (NVlabs)
             q, k, v = q.float(), k.float(), v.float()
+            precision = torch.float32
         bias = None if text_bias is None else text_bias.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.to(dtype).transpose(1, 2).reshape(batch, tokens, channels))
+        out = self.attention(q, k, v, self.num_heads, mask=bias, skip_reshape=True, attn_precision=precision,
+                             transformer_options=transformer_options)
+        return self.proj(out.to(dtype))
 
 
 class GLUMBConv(nn.Module):
@@ -222,7 +244,8 @@ class GLUMBConv(nn.Module):
         x = x.view(batch, height, width, channels).permute(0, 3, 1, 2)
         x = F.silu(self.inverted_conv["conv"](x), inplace=True)  # the conv output is a fresh tensor
         value, gate = self.depth_conv["conv"](x).chunk(2, dim=1)
-        x = self.point_conv["conv"](value * F.silu(gate))
+        # GLU gating value * SiLU(gate): SiLU in place on the fresh conv output, one product pass, no extra buffer.
+        x = self.point_conv["conv"](value * F.silu(gate, inplace=True))
         return x.permute(0, 2, 3, 1).reshape(batch, tokens, -1)
 
 
@@ -248,16 +271,18 @@ class SanaBlock(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.empty(MODULATION_CHUNKS, hidden, dtype=dtype, device=device))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, t0: torch.Tensor, text_bias: torch.Tensor | None,
-                hw: tuple[int, int], rotate: Rotate | None = None, identity_attention: bool = False) -> torch.Tensor:
+                hw: tuple[int, int], rotate: Rotate | None = None, identity_attention: bool = False,
+                transformer_options: dict | None = None) -> torch.Tensor:
         """x: [B, N, C]; y: [B, T, C]; t0: [B, 6C] shared modulation; text_bias: [B, 1, 1, T] or None;
         hw: token grid (h, w); rotate: position-encoding seam for the self-attention; identity_attention: PAG's
-        perturbed branch. Returns [B, N, C]."""
+        perturbed branch; transformer_options: ComfyUI's per-call options for the cross-attention backend.
+        Returns [B, N, C]."""
         table = self.scale_shift_table.to(dtype=t0.dtype, device=t0.device)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             table[None] + t0.reshape(x.shape[0], MODULATION_CHUNKS, -1)).chunk(MODULATION_CHUNKS, dim=1)
         attn = self.attn(t2i_modulate(self.norm1(x), shift_msa, scale_msa), rotate=rotate, identity=identity_attention)
         x = torch.addcmul(x, gate_msa, attn)  # x + gate * attn in one pass
-        x = x + self.cross_attn(x, y, text_bias)
+        x = x + self.cross_attn(x, y, text_bias, transformer_options)
         return torch.addcmul(x, gate_mlp, self.mlp(t2i_modulate(self.norm2(x), shift_mlp, scale_mlp), *hw))
 
 

@@ -10,15 +10,16 @@ import dataclasses
 import json
 import logging
 import math
-import re
 from pathlib import Path
 
 import torch
 
 from .dit import DEFAULT_SAMPLE_SIZE, SanaDiT, SanaDiTConfig, variant_config
+from .dit_files import (EMA_KEY, assumed_resolution_notice, check_keys, ignored_resolution_notice,
+                        refuse_diffusers_controlnet, resolution_sample_size, split_controlnet)
 from .pos_embed import sincos_2d
 from .rope import declared_encoding
-from .weights_file import read_weights_file
+from .weights_file import check_finite, component_folder, convert_dtypes, read_json, read_metadata, read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +29,6 @@ PREFIXES = ("model.diffusion_model.", "diffusion_model.", "module.", "model.")
 WRAPPER_KEYS = ("state_dict", "model", "module")
 # Buffers and training-only tensors real files carry that the inference module does not own (sana.md §2.1).
 DROPPED_KEYS = ("pos_embed", "y_embedder.y_embedding", "logvar_linear.weight", "logvar_linear.bias")
-DIFFUSERS_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-INDEX_SUFFIX = ".index.json"
-SHARD_PATTERN = re.compile(r"^(?P<stem>.+)-\d{5}-of-\d{5}(?P<ext>\.safetensors|\.bin)$")
 # bf16 storage of pos_embed: compare its content with recomputed sin-cos at this tolerance.
 POS_EMBED_ATOL = 2e-2
 # pos_embed interpolation is read back on a grid of quarters (released values: 1.0 for 2K, 2.0 for 4K).
@@ -98,41 +96,22 @@ EXPECTED = ("a Sana DiT: original NVlabs keys (x_embedder.proj.weight, blocks.N.
             "SanaTransformer2DModel (patch_embed.proj.weight, transformer_blocks.N.attn1.to_q.weight, ...)")
 
 
-def _read_sharded(index_path: Path) -> dict:
-    """A diffusers/HF shard index -> the merged state dict of its shards."""
-    shards = sorted(set(json.loads(index_path.read_text())["weight_map"].values()))
-    sd = {}
-    for shard in shards:
-        sd.update(read_weights_file(index_path.parent / shard, "DiT"))
-    return sd
-
-
-def read_checkpoint(path) -> tuple[dict, dict | None]:
+def read_checkpoint(path, wrapper: str | None = None, variant: str | None = None) -> tuple[dict, dict | None]:
     """Read a DiT file or folder -> (raw state dict, diffusers config.json dict or None).
 
-    path: a `.pth`/`.pt`/`.safetensors` file; a diffusers `transformer/` folder (or the repo root above it); or a
-    weights file (or one shard) inside such a folder, whose `config.json` and shard index are read from beside it.
+    path: a `.pth`/`.pt`/`.safetensors` file; a diffusers `transformer/` folder or the pipeline folder above it; or a
+    weights file (or one shard, default or variant) inside such a folder, whose `config.json` and shard index are read
+    from beside it. Reading (one weight set, default precision first) is models/weights_file.py's `read_weights`.
+    wrapper: the entry of a trainer checkpoint to read (e.g. "state_dict_ema"; None: `state_dict`).
     """
     path = Path(path)
     if path.is_dir():
-        folder = path / "transformer" if (path / "transformer" / "config.json").exists() else path
-        names = [n for n in DIFFUSERS_WEIGHT_NAMES if (folder / n).exists() or (folder / (n + INDEX_SUFFIX)).exists()]
-        if not names:
-            raise ValueError(f"{path}: the folder holds no diffusers transformer weights "
-                             f"({' or '.join(DIFFUSERS_WEIGHT_NAMES)}, optionally sharded with an index); expected a "
-                             f"Sana *_diffusers repo or its transformer/ folder")
-        path = folder / names[0]
-    elif not path.exists():
-        raise ValueError(f"{path}: file not found; expected a Sana DiT file or a diffusers transformer folder")
-    config_path = path.parent / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else None
-    shard = SHARD_PATTERN.match(path.name)
-    index = path.parent / ((shard["stem"] + shard["ext"] if shard else path.name) + INDEX_SUFFIX)
-    if index.exists():
-        return _read_sharded(index), config
-    if not path.exists():
-        raise ValueError(f"{path}: weights file not found")
-    return read_weights_file(path, "DiT"), config
+        path = component_folder(path, "transformer")
+    folder = path if path.is_dir() else path.parent
+    raw = read_weights(path, "diffusers transformer" if path.is_dir() else "DiT", variant=variant, wrapper=wrapper)
+    config_path = folder / "config.json"
+    config = read_json(config_path, "diffusers config") if config_path.exists() else None
+    return raw, config
 
 
 def unwrap_state_dict(sd: dict) -> dict:
@@ -229,11 +208,14 @@ def _pe_settings(pos_embed: torch.Tensor | None, hidden: int, source: str) -> tu
 
 
 def config_from_state_dict(sd: dict, diffusers_config: dict | None = None, pos_embed: torch.Tensor | None = None,
-                           source: str = "state dict", **overrides) -> SanaDiTConfig:
+                           source: str = "state dict", resolution=None, notices: list | None = None,
+                           **overrides) -> SanaDiTConfig:
     """Detect the variant of an original-layout state dict (renamed first if it came from diffusers).
 
     Family from the weights: cfg embedder -> Sprint, qk-norm -> 1.5, else 1.0. Depth from the block indices.
-    Training resolution and PE from `pos_embed` (original files) or `config.json` (diffusers).
+    Training resolution and PE from `pos_embed` (original files) or `config.json` (diffusers); when neither exists,
+    from `resolution` (512/1024/2048/4096, PE as the released variant of that resolution) or else 1024 px with a
+    notice appended to `notices`.
     """
     weight = sd["x_embedder.proj.weight"]
     hidden, patch = weight.shape[0], weight.shape[-1]
@@ -252,44 +234,63 @@ def config_from_state_dict(sd: dict, diffusers_config: dict | None = None, pos_e
         use_pe = diffusers_config.get("interpolation_scale") is not None
         interpolation = float(diffusers_config.get("interpolation_scale") or 1.0)
         fields["num_cross_heads"] = diffusers_config.get("num_cross_attention_heads")
-    if sample_size is None:
-        logger.warning("%s: no pos_embed or config.json; assuming the 1024 px grid (sample_size 32), no PE", source)
-        sample_size = DEFAULT_SAMPLE_SIZE
+    chosen = resolution_sample_size(resolution, source)
     fields = {k: v for k, v in fields.items() if v is not None}
+    if sample_size is None and chosen is not None:  # the released variant of that resolution, PE included
+        return variant_config(family, hidden, chosen, depth, **fields, **overrides)
+    if sample_size is None:
+        notice = assumed_resolution_notice(source)
+        logger.warning(notice)
+        if notices is not None:
+            notices.append(notice)
+        sample_size = DEFAULT_SAMPLE_SIZE
+    elif chosen is not None and chosen != sample_size and notices is not None:
+        notices.append(ignored_resolution_notice(source, resolution, sample_size))
     cfg = variant_config(family, hidden, sample_size, depth, **fields, **overrides)
     return cfg.replace(use_pe=use_pe, pe_interpolation=interpolation if use_pe else 1.0)
 
 
-def load_state_dict_and_config(path, **overrides) -> tuple[dict, SanaDiTConfig]:
+def load_state_dict_and_config(path, resolution=None, ema: bool = False, notices: list | None = None,
+                               **overrides) -> tuple[dict, SanaDiTConfig]:
     """Read any supported DiT file/folder -> (state dict with original keys, detected config).
 
-    `overrides` set config fields (e.g. `reference="diffusers"`). Raises ValueError for files that are not a Sana DiT.
+    resolution: "auto"/None or 512/1024/2048/4096, used only when the file cannot tell (diffusers file without
+    config.json). ema: read `state_dict_ema` of an NVlabs trainer checkpoint. notices: a list that receives the
+    messages the user should see (assumed resolution, ControlNet part not used). `overrides` set config fields (e.g.
+    `reference="diffusers"`). Raises ValueError for files that are not a Sana DiT or whose tensors do not match the
+    detected variant (missing/unexpected keys, wrong shapes), naming the file and the keys.
     """
     source = str(path)
+    notices = [] if notices is None else notices
     overrides = {**read_pe_metadata(path), **overrides}
-    raw, diffusers_config = read_checkpoint(path)
+    raw, diffusers_config = read_checkpoint(path, wrapper=EMA_KEY if ema else None)
     sd = unwrap_state_dict(raw)
+    refuse_diffusers_controlnet(sd, diffusers_config, source)
+    sd = split_controlnet(sd, source, notices)
     layout = detect_layout(sd, source)
     if layout == "diffusers":
         sd = diffusers_to_original(sd, source)
     else:
         diffusers_config = None
     pos_embed = sd.get("pos_embed")
-    cfg = config_from_state_dict(sd, diffusers_config, pos_embed, source, **overrides)
+    cfg = config_from_state_dict(sd, diffusers_config, pos_embed, source, resolution, notices, **overrides)
     sd = {k: v for k, v in sd.items() if k not in DROPPED_KEYS}
-    logger.info("Sana DiT %s: %s layout, detected %s", source, layout, describe_config(cfg))
+    check_keys(sd, cfg, source)
+    logger.info("Sana DiT %s: %s layout%s, detected %s", source, layout, " (EMA weights)" if ema else "",
+                describe_config(cfg))
     return sd, cfg
+
+
+def finish_state_dict(sd: dict, dtypes, source: str) -> dict:
+    """Cast to `dtypes` (one dtype or {key: dtype}) one tensor at a time, then refuse non-finite weights."""
+    sd = convert_dtypes(sd, dtypes)
+    check_finite(sd, source)
+    return sd
 
 
 def read_pe_metadata(path) -> dict:
     """Config fields a RoPE checkpoint declares in its safetensors metadata ({"pos_encoding", "rope"}), else {}."""
-    path = Path(path)
-    if path.suffix != ".safetensors" or not path.is_file():
-        return {}
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    meta = read_metadata(path)
     if meta.get(META_POS_ENCODING) != "rope":
         return {}
     try:
@@ -338,6 +339,7 @@ def load_dit(path, dtype: torch.dtype = torch.float32, device="cpu", **overrides
     sd, cfg = load_state_dict_and_config(path, **overrides)
     with torch.device("meta"):
         model = SanaDiT(cfg, dtype=dtype)
-    sd = {k: v.to(dtype=dtype, device=device) for k, v in sd.items()}
+    sd = finish_state_dict(sd, dtype, str(path))
+    sd = {k: v.to(device=device) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval()

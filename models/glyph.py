@@ -12,7 +12,8 @@ Design after Seedream 2.0 (arXiv 2503.07703, "Glyph-Aligned ByT5") and the Hunyu
 
 Glyph encoder files: ``byt5_small_glyphxl_fp16.safetensors`` (ComfyUI's HunyuanImage 2.1 file: keys ``shared.weight``,
 ``encoder.block.N.layer.{0,1}.*``, ``encoder.final_layer_norm.weight``; d_model 1472, vocab 1510) or a Hugging Face
-T5/ByT5 folder such as ``google/byt5-small`` (decoder weights are ignored).
+T5/ByT5 folder such as ``google/byt5-small`` (its ``pytorch_model.bin`` is read with the safe reader of
+models/weights_file.py; decoder weights are ignored).
 
 Projector key layout (defined by this package; no Sana glyph projector has been released). LayerNorm → Linear → GELU →
 Linear → GELU → Linear, the layout of HunyuanImage's ``byt5_in`` mapper; every width is read from the weights:
@@ -31,7 +32,14 @@ import re
 import torch
 import torch.nn.functional as F
 
-from .text_files import hf_folder_of, instantiate_strict, read_state_dict, require_transformers
+from .text_files import (
+    WeightsFileError,
+    instantiate_strict,
+    locate,
+    read_config,
+    read_text_weights,
+    require_transformers,
+)
 
 BYT5_EOS_ID = 1  # transformers ByT5Tokenizer: pad 0, eos 1, unk 2, then the 256 byte values
 BYT5_BYTE_OFFSET = 3  # id = byte value + 3 (ByT5Tokenizer._convert_token_to_id)
@@ -137,7 +145,7 @@ def projector_from_state_dict(sd: dict, source: str, dtype=torch.float32, device
 
 def read_projector_file(path) -> dict:
     """Projector tensors of a standalone file, with an optional ``glyph_projector.`` prefix removed."""
-    sd = read_state_dict(path)
+    sd = read_text_weights(locate(path))
     return {(k[len(PROJECTOR_PREFIX):] if k.startswith(PROJECTOR_PREFIX) else k): v for k, v in sd.items()}
 
 
@@ -164,21 +172,23 @@ def load_byt5(path, dtype=torch.float32, device="cpu"):
     The model maps ids [B, G] and mask [B, G] to last hidden states [B, G, d_model] (1472 for ByT5-small).
     """
     transformers = require_transformers()
-    folder = hf_folder_of(path)
-    sd = read_state_dict(folder if folder is not None else path, dtype=dtype)
+    files = locate(path)
+    sd = read_text_weights(files, dtype=dtype)
     inside = {k[len(PROJECTOR_PREFIX):]: v for k, v in sd.items() if k.startswith(PROJECTOR_PREFIX)}
     if "encoder.embed_tokens.weight" in sd and "shared.weight" not in sd:
         sd["shared.weight"] = sd["encoder.embed_tokens.weight"]
     if "encoder.block.0.layer.0.SelfAttention.q.weight" not in sd or "shared.weight" not in sd:
-        raise ValueError(
-            f"{path} is not a T5/ByT5 encoder checkpoint (no 'shared.weight' / 'encoder.block.0.layer.0.SelfAttention"
-            ".q.weight'). Choose byt5_small_glyphxl_fp16.safetensors or a google/byt5-small folder."
+        raise WeightsFileError(
+            f"{files.source}: not a T5/ByT5 encoder checkpoint (no 'shared.weight' / 'encoder.block.0.layer.0."
+            f"SelfAttention.q.weight'; first keys: {', '.join(sorted(sd)[:3])}). Choose "
+            "byt5_small_glyphxl_fp16.safetensors or a google/byt5-small folder for the ByT5 input."
         )
     sd = {k: v for k, v in sd.items() if k == "shared.weight" or k.startswith("encoder.")}
     sd["encoder.embed_tokens.weight"] = sd["shared.weight"]
-    if folder is not None:
-        config = transformers.T5Config.from_pretrained(str(folder))
+    if files.config is not None:
+        config = transformers.T5Config.from_dict(read_config(files.config, "T5/ByT5 configuration"))
     else:
         config = _t5_config_from_weights(sd)
-    model = instantiate_strict(transformers.T5EncoderModel, config, sd, dtype, device, str(path))
+    detected = f"a T5/ByT5 encoder ({config.num_layers} layers, d_model {config.d_model}, vocab {config.vocab_size})"
+    model = instantiate_strict(transformers.T5EncoderModel, config, sd, dtype, device, files.source, detected)
     return model, (inside or None)

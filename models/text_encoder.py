@@ -12,13 +12,16 @@ Encoding follows NVlabs/Sana ``app/sana_pipeline.py`` and diffusers ``SanaPipeli
    [B, 300 + G, 2304] and the concatenated mask [B, 300 + G].
 
 The LLM may be a Hugging Face folder (``Efficient-Large-Model/gemma-2-2b-it``: config.json, tokenizer files,
-safetensors shards) or a single safetensors file in ComfyUI's repackaged layout (``model.layers.N.*`` keys) carrying
-its tokenizer as a uint8 tensor: ``spiece_model`` (a SentencePiece model proto, as Comfy-Org files and ComfyUI's
-``comfy/text_encoders/lumina2.py`` use) or ``tokenizer_json`` (the UTF-8 bytes of a Hugging Face ``tokenizer.json``; a
-convention of this package). Without config.json the Gemma-2-2b architecture is assumed, with sizes read from weights.
+safetensors shards), a diffusers pipeline folder (its ``text_encoder/`` + ``tokenizer/``), or a single file in ComfyUI's
+repackaged layout (``model.layers.N.*`` keys; bf16, fp16 or scaled fp8, e.g. Comfy-Org
+``gemma_2_2b_it_elm_bf16.safetensors``) carrying its tokenizer as a uint8 tensor: ``spiece_model`` (a SentencePiece
+model proto, as ComfyUI's ``comfy/text_encoders/lumina2.py`` uses) or ``tokenizer_json`` (the UTF-8 bytes of a Hugging
+Face ``tokenizer.json``; a convention of this package). Without config.json the Gemma-2-2b architecture is assumed, with
+sizes read from weights. File handling: models/text_files.py.
 """
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +36,16 @@ from .glyph import (
     projector_from_state_dict,
     read_projector_file,
 )
-from .text_files import hf_folder_of, instantiate_strict, read_hf_config, read_state_dict, require_transformers
+from .text_files import (
+    ModelFiles,
+    WeightsFileError,
+    check_tokenizer_files,
+    instantiate_strict,
+    locate,
+    read_config,
+    read_text_weights,
+    require_transformers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +57,10 @@ GEMMA_SIGNATURE = "layers.0.post_feedforward_layernorm.weight"  # Gemma-2 only (
 IGNORED_LLM_KEYS = ("lm_head.weight",)  # tied to embed_tokens in Gemma-2
 SPIECE_KEY = "spiece_model"  # ComfyUI repackaged text encoders: SentencePiece proto as uint8
 TOKENIZER_JSON_KEY = "tokenizer_json"  # this package: tokenizer.json bytes as uint8
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+# "-it" / "_it" / ".it" as a word of the name: instruction-tuned (gemma-2-2b-it, gemma_2_2b_it_elm_bf16).
+INSTRUCT_NAME = re.compile(r"(?:^|[-_. /])it(?:$|[-_. /])")
 DROPPED_TEXT_PREVIEW_TOKENS = 12
+SHOWN_TEXT_CHARS = 200  # longer texts are shortened in logs and UI notices
 MASK_POLICIES = ("diffusers", "nvlabs")  # reference/sana.md §5.6
 
 
@@ -61,47 +75,78 @@ class GemmaTokenizer:
 
 
 def _hf_tokenizer(folder: Path) -> GemmaTokenizer:
-    tok = require_transformers().AutoTokenizer.from_pretrained(str(folder))
+    check_tokenizer_files(folder)
+    try:
+        tok = require_transformers().AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError, TypeError, RuntimeError, ImportError) as e:
+        raise WeightsFileError(f"{folder}: the Gemma tokenizer files cannot be loaded ({type(e).__name__}: {e}). "
+                               "Re-download tokenizer.json / tokenizer.model into this folder.") from e
     encode = lambda t: tok(t, add_special_tokens=True)["input_ids"]  # noqa: E731
     return GemmaTokenizer(encode, tok.decode, tok.pad_token_id, str(folder))
 
 
-def _embedded_tokenizer(blob: torch.Tensor, key: str, source: str) -> GemmaTokenizer:
+def _embedded_tokenizer(blob: torch.Tensor, key: str, source) -> GemmaTokenizer:
     data = blob.cpu().numpy().tobytes()
     if key == TOKENIZER_JSON_KEY:
         from tokenizers import Tokenizer
 
-        tok = Tokenizer.from_str(data.decode("utf-8"))
-        return GemmaTokenizer(lambda t: tok.encode(t).ids, tok.decode, tok.token_to_id("<pad>"), source)
+        try:
+            tok = Tokenizer.from_str(data.decode("utf-8"))
+        except (UnicodeDecodeError, Exception) as e:  # tokenizers raises a plain Exception on bad JSON
+            raise WeightsFileError(f"{source}: the embedded '{key}' tokenizer is damaged ({e}); re-download the "
+                                   "file.") from e
+        return GemmaTokenizer(lambda t: tok.encode(t).ids, tok.decode, tok.token_to_id("<pad>"), str(source))
     try:
         import sentencepiece
     except ImportError as e:
         raise RuntimeError(f"{source} embeds a SentencePiece tokenizer: pip install sentencepiece") from e
-    sp = sentencepiece.SentencePieceProcessor(model_proto=data)
-    return GemmaTokenizer(lambda t: [sp.bos_id()] + sp.encode(t), sp.decode, sp.pad_id(), source)
+    try:
+        sp = sentencepiece.SentencePieceProcessor(model_proto=data)
+    except (RuntimeError, TypeError) as e:
+        raise WeightsFileError(f"{source}: the embedded '{SPIECE_KEY}' tensor ({len(data)} bytes) is not a "
+                               f"SentencePiece model ({e}); re-download the file.") from e
+    return GemmaTokenizer(_spm_encoder(sp), sp.decode, sp.pad_id(), str(source))
 
 
-def _find_tokenizer(path: Path, folder: Path | None, blobs: dict) -> GemmaTokenizer:
-    for candidate in ([folder, folder.parent / "tokenizer"] if folder is not None else []):
-        if candidate.is_dir() and any((candidate / name).is_file() for name in TOKENIZER_FILES):
-            return _hf_tokenizer(candidate)
+def _spm_encoder(sp):
+    """``text → [BOS] + ids`` as Hugging Face's tokenizer.json for the same model: literal control pieces in the text
+    (``<bos>``, ``<pad>``, ``<unk>``, ...) become their ids (tokenizers matches added special tokens before the model
+    runs), everything else goes through SentencePiece."""
+    specials = {sp.id_to_piece(i): i for i in range(sp.get_piece_size()) if sp.is_control(i) or sp.is_unknown(i)}
+    pattern = re.compile("|".join(re.escape(p) for p in sorted(specials, key=len, reverse=True)))
+
+    def encode(text: str) -> list[int]:
+        ids, start = [sp.bos_id()], 0
+        for match in pattern.finditer(text):
+            ids += sp.encode(text[start : match.start()]) + [specials[match.group()]]
+            start = match.end()
+        return ids + sp.encode(text[start:])
+
+    return encode
+
+
+def _find_tokenizer(files: ModelFiles, blobs: dict) -> GemmaTokenizer:
+    if files.tokenizer is not None:
+        return _hf_tokenizer(files.tokenizer)
     for key in (TOKENIZER_JSON_KEY, SPIECE_KEY):
         if key in blobs:
-            return _embedded_tokenizer(blobs[key], key, str(path))
-    raise ValueError(
-        f"No Gemma tokenizer found for {path}: expected tokenizer.json/tokenizer.model next to config.json (or in a "
-        f"sibling 'tokenizer' folder), or a '{SPIECE_KEY}' / '{TOKENIZER_JSON_KEY}' tensor inside the file. Use the "
-        "Efficient-Large-Model/gemma-2-2b-it folder or a repackaged file that embeds its tokenizer."
+            return _embedded_tokenizer(blobs[key], key, files.source)
+    raise WeightsFileError(
+        f"No Gemma tokenizer found for {files.source}: detected Gemma-2 weights; expected tokenizer.json / "
+        f"tokenizer.model next to config.json (or in a sibling 'tokenizer' folder), or a '{SPIECE_KEY}' / "
+        f"'{TOKENIZER_JSON_KEY}' tensor inside the file. Use Comfy-Org's gemma_2_2b_it_elm_bf16.safetensors "
+        "(tokenizer inside) or the complete Efficient-Large-Model/gemma-2-2b-it folder."
     )
 
 
-def _gemma_config(folder: Path | None, sd: dict, source: str):
+def _gemma_config(files: ModelFiles, sd: dict):
     transformers = require_transformers()
-    if folder is not None:
-        model_type = read_hf_config(folder).get("model_type")
-        if model_type != "gemma2":
-            raise ValueError(f"{folder}/config.json has model_type {model_type!r}; Sana needs Gemma-2 ('gemma2').")
-        return transformers.Gemma2Config.from_pretrained(str(folder))
+    if files.config is not None:
+        config = read_config(files.config, "Gemma-2 configuration")
+        if config.get("model_type") != "gemma2":
+            raise WeightsFileError(f"{files.config / 'config.json'}: model_type {config.get('model_type')!r}; Sana "
+                                   "needs Gemma-2 ('gemma2'). Pick the gemma-2-2b-it folder for the LLM input.")
+        return transformers.Gemma2Config.from_dict(config)
     embed, gate = sd["embed_tokens.weight"], sd["layers.0.mlp.gate_proj.weight"]
     return transformers.Gemma2Config(
         vocab_size=embed.shape[0], hidden_size=embed.shape[1], intermediate_size=gate.shape[0],
@@ -111,27 +156,40 @@ def _gemma_config(folder: Path | None, sd: dict, source: str):
     )
 
 
+def base_gemma_warning(files: ModelFiles) -> str | None:
+    """A warning when the chosen name looks like a base (non-instruction) Gemma-2, e.g. Lumina 2's
+    ``gemma_2_2b_fp16.safetensors``; Sana was trained with gemma-2-2b-it, and both have identical shapes."""
+    names = [files.source.name, files.weights.name] + ([files.config.name] if files.config is not None else [])
+    lowered = " ".join(names).lower()
+    if "gemma" not in lowered or INSTRUCT_NAME.search(lowered):
+        return None
+    return (f"{files.source.name} looks like the base Gemma-2 (no '-it' in its name, e.g. Lumina 2's "
+            "gemma_2_2b_fp16.safetensors), not the instruction-tuned gemma-2-2b-it Sana was trained with; it loads, "
+            "but images follow prompts worse. Use Comfy-Org's gemma_2_2b_it_elm_bf16.safetensors.")
+
+
 def load_gemma(path, dtype=torch.float32, device="cpu"):
     """Gemma-2 trunk from a folder or single file → (Gemma2Model, GemmaTokenizer, projector tensors inside or None).
 
     The model maps ids [B, L] and mask [B, L] to ``last_hidden_state`` [B, L, 2304] (after the final norm).
     """
-    path = Path(path)
-    folder = hf_folder_of(path)
-    sd = read_state_dict(folder if folder is not None else path, dtype=dtype, keep_prefix=PROJECTOR_PREFIX)
+    files = locate(path)
+    sd = read_text_weights(files, dtype=dtype, keep_prefix=PROJECTOR_PREFIX)
     blobs = {k: sd.pop(k) for k in (SPIECE_KEY, TOKENIZER_JSON_KEY) if k in sd}
     projector = {k[len(PROJECTOR_PREFIX):]: sd.pop(k) for k in list(sd) if k.startswith(PROJECTOR_PREFIX)}
     sd = {(k[len(GEMMA_KEY_PREFIX):] if k.startswith(GEMMA_KEY_PREFIX) else k): v for k, v in sd.items()}
     sd = {k: v for k, v in sd.items() if k not in IGNORED_LLM_KEYS}
     if GEMMA_SIGNATURE not in sd:
-        raise ValueError(
-            f"{path} is not a Gemma-2 checkpoint (no '{GEMMA_KEY_PREFIX}{GEMMA_SIGNATURE}'). Choose the gemma-2-2b-it "
-            "folder or file for the LLM input; ByT5 and projector files belong to the other inputs."
+        raise WeightsFileError(
+            f"{files.source}: not a Gemma-2 checkpoint (no '{GEMMA_KEY_PREFIX}{GEMMA_SIGNATURE}'; first keys: "
+            f"{', '.join(sorted(sd)[:3])}). Choose the gemma-2-2b-it file or folder for the LLM input; ByT5 and "
+            "projector files belong to the other inputs."
         )
-    config = _gemma_config(folder, sd, str(path))
-    tokenizer = _find_tokenizer(path, folder, blobs)
-    model = instantiate_strict(require_transformers().Gemma2Model, config, sd, dtype, device, str(path))
-    return model, tokenizer, (projector or None)
+    config = _gemma_config(files, sd)
+    tokenizer = _find_tokenizer(files, blobs)
+    model = instantiate_strict(require_transformers().Gemma2Model, config, sd, dtype, device, files.source,
+                               f"Gemma-2 ({config.num_hidden_layers} layers, hidden {config.hidden_size})")
+    return model, tokenizer, (projector or None), base_gemma_warning(files)
 
 
 @dataclass(frozen=True)
@@ -149,6 +207,7 @@ class TokenBatch:
     glyph_ids: torch.Tensor | None
     glyph_mask: torch.Tensor | None
     glyph_prompts: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # warnings for the user (truncation), already logged
 
 
 def _pad_rows(rows: list[list[int]], length: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,34 +224,37 @@ class SanaTextEncoder(torch.nn.Module):
 
     llm: transformers Gemma2Model; tokenizer: :class:`GemmaTokenizer`; byt5 / projector: T5EncoderModel and
     :class:`models.glyph.GlyphProjector`, both or neither; glyph_status: a sentence saying whether the glyph branch is
-    on and why, shown to users by the nodes.
+    on and why, shown to users by the nodes; load_notes: warnings about the loaded files (e.g. a base Gemma).
     """
 
-    def __init__(self, llm, tokenizer: GemmaTokenizer, byt5=None, projector=None, glyph_status: str = ""):
+    def __init__(self, llm, tokenizer: GemmaTokenizer, byt5=None, projector=None, glyph_status: str = "",
+                 load_notes=()):
         super().__init__()
         self.llm, self.byt5, self.projector = llm, byt5, projector
-        self.tokenizer, self.glyph_status = tokenizer, glyph_status
+        self.tokenizer, self.glyph_status, self.load_notes = tokenizer, glyph_status, tuple(load_notes)
 
     @property
     def glyph_enabled(self) -> bool:
         """True when both the ByT5 encoder and the projector are loaded."""
         return self.byt5 is not None and self.projector is not None
 
-    def _warn_truncated(self, index: int, row: list[int], limit: int) -> None:
+    def _truncation_note(self, index: int, row: list[int], limit: int) -> str:
         dropped = self.tokenizer.decode(row[limit : limit + DROPPED_TEXT_PREVIEW_TOKENS])
-        logger.warning(
-            "Sana text encoder: prompt %d is longer than the %d-token limit and was truncated: %d tokens from "
-            "'%s…' on are ignored.", index, MAX_SEQUENCE_LENGTH, len(row) - limit, dropped.strip(),
-        )
+        note = (f"Sana text encoder: prompt {index} is longer than the {MAX_SEQUENCE_LENGTH}-token limit and was "
+                f"truncated: {len(row) - limit} tokens from '{shorten(dropped.strip())}…' on are ignored.")
+        logger.warning(note)
+        return note
 
-    def _glyph_tokens(self, glyph_prompts: list[str]):
+    def _glyph_tokens(self, glyph_prompts: list[str], notes: list[str]):
         if not self.glyph_enabled or not any(glyph_prompts):
             return None, None
         rows = []
         for i, text in enumerate(glyph_prompts):
             ids, truncated = byt5_token_ids(text) if text else ([], False)
             if truncated:
-                logger.warning("Sana text encoder: glyph text of prompt %d was cut to %d ByT5 tokens.", i, len(ids))
+                notes.append(f"Sana text encoder: glyph text of prompt {i} ({len(text)} characters) was cut to "
+                             f"{len(ids)} ByT5 tokens.")
+                logger.warning(notes[-1])
             rows.append(ids)
         return _pad_rows(rows, max(len(r) for r in rows), pad_id=0)
 
@@ -210,13 +272,11 @@ class SanaTextEncoder(torch.nn.Module):
             limit = len(self.tokenizer.encode(prefix)) + MAX_SEQUENCE_LENGTH - CHI_TOKEN_OVERLAP
             texts = [prefix + t for t in texts]
         rows = [self.tokenizer.encode(t) for t in texts]
-        for i, row in enumerate(rows):
-            if len(row) > limit:
-                self._warn_truncated(i, row, limit)
+        notes = [self._truncation_note(i, row, limit) for i, row in enumerate(rows) if len(row) > limit]
         ids, mask = _pad_rows([row[:limit] for row in rows], limit, self.tokenizer.pad_id)
         glyph_prompts = [glyph_prompt(p, glyph_text) for p in prompts]
-        glyph_ids, glyph_mask = self._glyph_tokens(glyph_prompts)
-        return TokenBatch(ids, mask, prefix is not None, glyph_ids, glyph_mask, tuple(glyph_prompts))
+        glyph_ids, glyph_mask = self._glyph_tokens(glyph_prompts, notes)
+        return TokenBatch(ids, mask, prefix is not None, glyph_ids, glyph_mask, tuple(glyph_prompts), tuple(notes))
 
     @torch.no_grad()
     def encode_tokens(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,6 +301,11 @@ class SanaTextEncoder(torch.nn.Module):
         Positive prompts use CHI ("nvlabs" by default); encode negative prompts with ``chi=None`` as both pipelines do.
         """
         return self.encode_tokens(self.tokenize(prompts, chi=chi, glyph_text=glyph_text, lowercase=lowercase))
+
+
+def shorten(text: str, limit: int = SHOWN_TEXT_CHARS) -> str:
+    """``text`` cut to ``limit`` characters with the full length noted, for logs and UI notices."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def null_prompt_mask(negative_mask: torch.Tensor, positive_mask: torch.Tensor, policy: str) -> torch.Tensor:
@@ -302,9 +367,11 @@ def load_text_encoder(llm_path, byt5_path=None, projector_path=None, dtype=torch
     used. dtype: Gemma weights (bf16 or fp32; Gemma-2 is not fp16-safe); glyph_dtype: ByT5 and projector (float32).
     Returns a :class:`SanaTextEncoder`; ``encode(prompts, chi=..., glyph_text=...)`` → (embeds [B, T, 2304], mask).
     """
-    llm, tokenizer, llm_projector = load_gemma(llm_path, dtype=dtype, device=device)
+    llm, tokenizer, llm_projector, warning = load_gemma(llm_path, dtype=dtype, device=device)
+    if warning:
+        logger.warning("Sana text encoder: %s", warning)
     byt5, projector, status = _load_glyph_branch(
         byt5_path, projector_path, llm_projector, llm.config.hidden_size, glyph_dtype, device
     )
     (logger.info if projector is not None or byt5_path is None else logger.warning)("Sana text encoder: %s.", status)
-    return SanaTextEncoder(llm, tokenizer, byt5, projector, status)
+    return SanaTextEncoder(llm, tokenizer, byt5, projector, status, load_notes=[warning] if warning else ())

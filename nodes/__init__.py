@@ -2,11 +2,12 @@
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import dit_nodes, pe_nodes, sampling_nodes, text_nodes, vae_nodes
+from . import controlnet_nodes, dit_nodes, lora_hook, pe_nodes, sampling_nodes, text_nodes, vae_nodes
 
-NODE_MODULES = (dit_nodes, text_nodes, vae_nodes, sampling_nodes, pe_nodes)  # menu order
+NODE_MODULES = (dit_nodes, text_nodes, vae_nodes, sampling_nodes, pe_nodes, controlnet_nodes)  # menu order
 
 sampling_nodes.register_samplers()  # idempotent: KSampler names flow_dpm_solver, flow_euler, sana_scm; sana_flow, ...
+lora_hook.install_lora_key_map()  # idempotent: diffusers/PEFT/trainer Sana LoRA names for the stock LoRA loaders
 
 
 class SanaExtension(ComfyExtension):

@@ -10,6 +10,10 @@ to every non-empty prompt and encodes the empty prompt "" (after stripping) with
 reference pipelines encode their default negative "". A non-empty negative prompt through CLIPTextEncode therefore gets
 CHI; use SanaTextEncode with ``chi = none`` for it (or any other explicit choice). Options reach the tokenizer through
 ``clip.tokenize(text, tokenizer_options={...})`` with the ``*_OPTION`` keys below (or ``clip.set_tokenizer_option``).
+
+Notices (prompt truncation, the glyph text sent to ByT5 or why it was not) are logged and shown as progress text on the
+node that encodes (``server.PromptServer.send_progress_text``, where this ComfyUI has it), shortened to a few hundred
+characters.
 """
 
 import logging
@@ -18,6 +22,8 @@ import comfy.model_management
 import comfy.sd
 import comfy.supported_models_base
 import torch
+
+from ..models.text_encoder import shorten
 
 ENCODER_KEY = "sana_text_encoder"  # model_options / tokenizer_data entry carrying the loaded SanaTextEncoder
 TOKENS_KEY = "sana"
@@ -31,6 +37,28 @@ def chi_for_prompt(text: str, chi="auto"):
     if isinstance(chi, str) and chi == "auto":
         return None if text.strip() == "" else "nvlabs"
     return chi
+
+
+def show_notice(text: str) -> None:
+    """Show ``text`` as progress text on the executing node in the UI (skipped outside a prompt run)."""
+    try:
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+    except ImportError:
+        return
+    context, server = get_executing_context(), getattr(PromptServer, "instance", None)
+    if context is None or server is None or not hasattr(server, "send_progress_text"):
+        return
+    server.send_progress_text(text, context.node_id, getattr(server, "client_id", None))
+
+
+def glyph_notice(glyph: str, encoder, batch) -> str | None:
+    """What the glyph branch does with this prompt's quoted text (shortened), or None without quoted text."""
+    if not glyph:
+        return None
+    if encoder.glyph_enabled:
+        return f"Sana glyph text: {shorten(glyph)!r} ({int(batch.glyph_mask[0].sum())} ByT5 tokens)"
+    return f"Sana glyph text {shorten(glyph)!r} is not rendered by ByT5: {encoder.glyph_status}"
 
 
 class SanaClipTokenizer:
@@ -47,11 +75,12 @@ class SanaClipTokenizer:
             text, chi=chi_for_prompt(text, options.get(CHI_OPTION, "auto")),
             glyph_text=options.get(GLYPH_TEXT_OPTION), lowercase=bool(options.get(LOWERCASE_OPTION, False)),
         )
-        glyph = batch.glyph_prompts[0]
-        if glyph and self.encoder.glyph_enabled:
-            logging.info("Sana glyph text: %r (%d ByT5 tokens)", glyph, int(batch.glyph_mask.sum()))
-        elif glyph:
-            logging.info("Sana glyph text %r not encoded: %s", glyph, self.encoder.glyph_status)
+        glyph = glyph_notice(batch.glyph_prompts[0], self.encoder, batch)
+        if glyph:
+            logging.info(glyph)
+        notices = list(batch.notes) + ([glyph] if glyph else [])  # batch.notes are logged by the encoder
+        if notices:
+            show_notice("\n".join(notices))
         return {TOKENS_KEY: batch}
 
     def untokenize(self, token_weight_pair):

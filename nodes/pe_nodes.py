@@ -72,6 +72,9 @@ class SanaPositionEncoding(io.ComfyNode):
     @classmethod
     def execute(cls, model, mode, base_size, pe_interpolation, train_height, train_width, yarn_beta_fast,
                 yarn_beta_slow, yarn_temperature, time_schedule, time_watershed) -> io.NodeOutput:
+        if bool(train_height) != bool(train_width):
+            raise ValueError(f"SanaPositionEncoding: train_height={train_height} and train_width={train_width}: set "
+                             f"both (latent tokens, pixels / 32, e.g. 32 and 32 for 1024 px) or leave both at 0.")
         options = {
             "mode": mode, "base_size": base_size, "pe_interpolation": pe_interpolation,
             "train_grid": (train_height, train_width) if train_height and train_width else None,

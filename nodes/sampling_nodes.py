@@ -10,11 +10,11 @@ import logging
 import comfy.k_diffusion.sampling
 import comfy.model_sampling
 import comfy.samplers
+import torch
 from comfy_api.latest import io
 
 from ..samplers import (
     SHIFT_MODES,
-    flow_start_state,
     image_size_of_latent,
     resolve_shift,
     sample_flow_dpm_solver,
@@ -25,9 +25,10 @@ from ..samplers import (
 )
 from ..samplers.schedules import DC_AE_PIXELS_PER_TOKEN, SPRINT_INTERMEDIATE_ANGLE
 from .common import CATEGORY
+from .sampling_guard import check_flow_model, guard_samplers, guard_schedulers
 
 SUB_CATEGORY = CATEGORY + "/sampling"
-SAMPLER_FUNCTIONS = {
+SAMPLER_FUNCTIONS = {  # wrapped by guard_samplers below (issue 15: flow MODEL, sigmas in [0, 1], finite latents)
     "flow_dpm_solver": sample_flow_dpm_solver,
     "flow_euler": sample_flow_euler,
     "sana_scm": sample_sana_scm,
@@ -61,7 +62,8 @@ def sana_sprint_scheduler(model_sampling, steps: int):
     return sprint_sigmas(steps)
 
 
-SCHEDULER_FUNCTIONS = {"sana_flow": sana_flow_scheduler, "sana_sprint": sana_sprint_scheduler}
+SCHEDULER_FUNCTIONS = guard_schedulers({"sana_flow": sana_flow_scheduler, "sana_sprint": sana_sprint_scheduler})
+SAMPLER_FUNCTIONS = guard_samplers(SAMPLER_FUNCTIONS)
 
 
 def register_samplers() -> None:
@@ -78,20 +80,25 @@ def register_samplers() -> None:
 
 
 class ReferenceStartSampler(comfy.samplers.KSAMPLER):
-    """KSAMPLER that starts txt2img from the unscaled noise ε (``samplers.flow_start_state``) instead of σ0·ε."""
+    """Core's KSAMPLER, except that txt2img starts from the unscaled noise ε as NVlabs/diffusers do.
+
+    Core's ``KSAMPLER.sample`` scales the noise by σ0 (CONST ``noise_scaling``: σ0·ε + (1 − σ0)·latent); Sana's
+    reference solvers start from ε itself at σ0 = shift(0.999) < 1. For an empty latent without a noise mask this
+    hands core ε/σ0, so core's scaling yields ε. Everything else (img2img, inpainting with ``KSamplerX0Inpaint``,
+    ``inpaint_options``, callbacks, inverse scaling) is core's own code, unchanged.
+    """
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
-        extra_args = {**extra_args, "denoise_mask": denoise_mask}  # a copy: the guider owns its dict
-        model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
-        model_k.latent_image, model_k.noise = latent_image, noise
-        x = flow_start_state(noise, latent_image, sigmas[0])
-        k_callback = None
-        if callback is not None:
-            k_callback = lambda d: callback(d["i"], d["denoised"], d["x"], len(sigmas) - 1)  # noqa: E731
-        samples = self.sampler_function(model_k, x, sigmas, extra_args=extra_args, callback=k_callback,
-                                        disable=disable_pbar, **self.extra_options)
-        return model_wrap.inner_model.model_sampling.inverse_noise_scaling(sigmas[-1], samples)
+        if _is_text_to_image(latent_image, denoise_mask) and len(sigmas) > 1 and float(sigmas[0]) > 0:
+            noise = noise / sigmas[0]  # core multiplies by σ0 (+ (1 − σ0)·0): the sampler starts from ε
+        return super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image=latent_image,
+                              denoise_mask=denoise_mask, disable_pbar=disable_pbar)
+
+
+def _is_text_to_image(latent_image, denoise_mask) -> bool:
+    """An empty (all-zero) latent and no noise mask: what core's CFGGuider treats as "don't shift the latent"."""
+    return denoise_mask is None and (latent_image is None or not bool(torch.any(latent_image)))
 
 
 class SanaModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
@@ -194,6 +201,7 @@ class SanaFlowScheduler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, steps, shift_mode, shift, width, height, latent=None) -> io.NodeOutput:
+        check_flow_model(model.get_model_object("model_sampling"), "SanaFlowScheduler")
         if latent is not None:
             width, height = image_size_of_latent(latent["samples"])
         value = _resolve(model, shift_mode, shift, width, height)
@@ -217,12 +225,16 @@ class SanaSprintScheduler(io.ComfyNode):
                 io.String.Input("custom_angles", default="",
                                 tooltip="Optional comma-separated TrigFlow angles, steps + 1 of them, descending to "
                                         "0 (e.g. '1.5708, 1.3, 0'); overrides the two inputs above."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="img2img strength as diffusers SanaSprintImg2ImgPipeline: keeps the last "
+                                       "steps of the grid, skipping int(steps − steps·denoise) of them. 1 = "
+                                       "text-to-image; with 2 steps, 0.5 starts at the 1.3 angle."),
             ],
             outputs=[io.Sigmas.Output(tooltip="steps + 1 flow sigmas t = sin θ/(sin θ + cos θ), ending at 0.")],
         )
 
     @classmethod
-    def execute(cls, steps, intermediate_angle, custom_angles) -> io.NodeOutput:
+    def execute(cls, steps, intermediate_angle, custom_angles, denoise=1.0) -> io.NodeOutput:
         text = custom_angles.strip()
         try:
             angles = [float(a) for a in text.split(",")] if text else None
@@ -230,7 +242,22 @@ class SanaSprintScheduler(io.ComfyNode):
             raise ValueError(
                 f"SanaSprintScheduler: custom_angles must be comma-separated numbers, got {text!r}."
             ) from e
-        return io.NodeOutput(sprint_sigmas(steps, intermediate_angle=intermediate_angle, angles=angles))
+        sigmas = sprint_sigmas(steps, intermediate_angle=intermediate_angle, angles=angles)
+        return io.NodeOutput(sprint_strength_tail(sigmas, denoise))
+
+
+def sprint_strength_tail(sigmas, strength: float):
+    """The img2img part of a Sprint grid, as diffusers ``SanaSprintImg2ImgPipeline.get_timesteps``: of N steps it
+    skips int(max(N − min(N·strength, N), 0)) and keeps the rest; the sampler then starts at the first kept sigma
+    from σ0·ε + (1 − σ0)·latent (= the pipeline's cos θ·latent + sin θ·ε in TrigFlow units). sigmas: [N + 1]."""
+    steps = len(sigmas) - 1
+    skipped = int(max(steps - min(steps * strength, steps), 0))
+    if skipped >= steps:
+        raise ValueError(
+            f"SanaSprintScheduler: denoise {strength} leaves no step of {steps} (diffusers keeps "
+            f"{steps} − int({steps} − {steps}·denoise)); raise denoise or the step count."
+        )
+    return sigmas[skipped:]
 
 
 class SanaFlowDPMSolverSampler(io.ComfyNode):
@@ -262,7 +289,7 @@ class SanaFlowDPMSolverSampler(io.ComfyNode):
             raise ValueError(
                 f"SanaFlowDPMSolverSampler: noise_start must be one of {NOISE_STARTS}, got {noise_start!r}."
             )
-        return io.NodeOutput(sampler_class(sample_flow_dpm_solver, extra_options={"order": order}))
+        return io.NodeOutput(sampler_class(SAMPLER_FUNCTIONS["flow_dpm_solver"], extra_options={"order": order}))
 
 
 NODES = [ModelSamplingSana, SanaFlowScheduler, SanaSprintScheduler, SanaFlowDPMSolverSampler]

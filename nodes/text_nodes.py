@@ -12,7 +12,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io, ui
 
-from ..models.text_encoder import MASK_POLICIES, load_text_encoder, null_prompt_mask
+from ..models.text_encoder import MASK_POLICIES, load_text_encoder, null_prompt_mask, shorten
 from .clip_adapter import CHI_OPTION, GLYPH_TEXT_OPTION, LOWERCASE_OPTION, TOKENS_KEY, make_clip
 from .common import CATEGORY, resolve_model_file
 
@@ -67,19 +67,26 @@ class SanaTextEncoderLoader(io.ComfyNode):
             display_name="Load Sana Text Encoder",
             category=CATEGORY + "/loaders",
             description="Loads Gemma-2-2b-it for Sana, optionally with a ByT5 glyph encoder and its projector that add "
-                        "rendered-text tokens for quoted text. Works with the stock CLIP Text Encode node.",
+                        "rendered-text tokens for quoted text. Works with the stock CLIP Text Encode node. Files in "
+                        "models/text_encoders: Comfy-Org's gemma_2_2b_it_elm_bf16.safetensors (or its _fp8_scaled "
+                        "sibling), the Efficient-Large-Model gemma-2-2b-it folder, or a diffusers pipeline's "
+                        "text_encoder/ folder with its tokenizer/ beside it. Lumina 2's gemma_2_2b_fp16.safetensors "
+                        "is probably the base Gemma, not -it: it loads with a warning but follows prompts worse.",
             inputs=[
-                io.Combo.Input("llm_name", options=files, tooltip="Gemma-2-2b-it: a Hugging Face folder (shown as "
-                               "'name/') or a single safetensors file that embeds its tokenizer."),
+                io.Combo.Input("llm_name", options=files, tooltip="Gemma-2-2b-it: gemma_2_2b_it_elm_bf16.safetensors "
+                               "(tokenizer inside; bf16 or _fp8_scaled) or a Hugging Face / pipeline folder (shown as "
+                               "'name/')."),
                 io.Combo.Input("byt5_name", options=[NONE] + files, default=NONE, tooltip="ByT5 glyph encoder, e.g. "
-                               "byt5_small_glyphxl_fp16.safetensors; 'none' turns the glyph branch off."),
+                               "byt5_small_glyphxl_fp16.safetensors or a google/byt5-small folder; 'none' turns the "
+                               "glyph branch off."),
                 io.Combo.Input("projector_name", options=[NONE] + files, default=NONE, tooltip="Glyph projector "
                                "(ByT5 → Gemma space). 'none' uses projector keys inside the loaded files if present; "
                                "without a projector the glyph branch stays off."),
                 io.Combo.Input("device", options=DEVICES, default="default", tooltip="'cpu' keeps the text encoder "
                                "on the CPU in float32; 'default' follows ComfyUI's text-encoder placement."),
             ],
-            outputs=[io.Clip.Output(tooltip="The Sana text encoder, usable by CLIP Text Encode and Sana Text Encode.")],
+            outputs=[io.Clip.Output(tooltip="The Sana text encoder, usable by CLIP Text Encode and Sana Text Encode. "
+                                    "The node shows the glyph branch state and any warning about the files.")],
         )
 
     @classmethod
@@ -91,7 +98,8 @@ class SanaTextEncoderLoader(io.ComfyNode):
             projector_path=None if projector_name == NONE else resolve_text_encoder(projector_name),
             dtype=dtype, device=offload,
         )
-        return io.NodeOutput(make_clip(encoder, load, offload), ui=ui.PreviewText(encoder.glyph_status))
+        shown = "\n".join([*encoder.load_notes, encoder.glyph_status])
+        return io.NodeOutput(make_clip(encoder, load, offload), ui=ui.PreviewText(shown))
 
 
 def tokenizer_options(chi, custom_chi, glyph_source, glyph_text, lowercase) -> dict:
@@ -119,8 +127,8 @@ class SanaTextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SanaTextEncode",
-            display_name="Sana Text Encode",
+            node_id="SanaTextEncodeAdvanced",
+            display_name="Sana Text Encode (Advanced)",
             category=CATEGORY + "/conditioning",
             description="Encodes a prompt with explicit Sana options: the CHI instruction, the glyph text rendered by "
                         "the ByT5 branch, and the mask of the unconditional branch (NVlabs or diffusers).",
@@ -159,7 +167,7 @@ class SanaTextEncode(io.ComfyNode):
             raise ValueError("Sana Text Encode needs the CLIP of 'Load Sana Text Encoder'; this CLIP is another model.")
         conditioning = with_mask_policy(clip.encode_from_tokens_scheduled(tokens), positive, mask_policy)
         shown = tokens[TOKENS_KEY].glyph_prompts[0]
-        return io.NodeOutput(conditioning, shown, ui=ui.PreviewText(shown or "(no glyph text)"))
+        return io.NodeOutput(conditioning, shown, ui=ui.PreviewText(shorten(shown) or "(no glyph text)"))
 
 
 NODES = [SanaTextEncoderLoader, SanaTextEncode]

@@ -65,9 +65,11 @@ class SanaVAELoader(io.ComfyNode):
             display_name="Load Sana VAE (DC-AE)",
             category=CATEGORY + "/loaders",
             description="Loads the DC-AE f32c32 autoencoder of Sana 1.0/1.1 from models/vae, in the original "
-                        "mit-han-lab layout (model.safetensors) or the diffusers layout "
-                        "(diffusion_pytorch_model.safetensors). Works with VAEDecode, VAEEncode and their tiled "
-                        "versions; also fits the latent-preview colours of this VAE (once per VAE, cached).",
+                        "mit-han-lab layout (model.safetensors, also when it lies directly in models/vae) or the "
+                        "diffusers layout (diffusion_pytorch_model.safetensors, e.g. a pipeline's vae/ folder; an "
+                        ".fp16 copy beside it is not read). SD1/SDXL/Flux VAEs are refused with a note: load those "
+                        "with the stock Load VAE. Works with VAEDecode, VAEEncode and their tiled versions; also fits "
+                        "the latent-preview colours of this VAE (once per VAE, cached).",
             inputs=[
                 io.Combo.Input("vae_name", options=folder_paths.get_filename_list(FOLDER),
                                tooltip="A dc-ae-f32c32-sana file in either layout; widths and depths are read from "
@@ -96,8 +98,8 @@ class EmptySanaLatentImage(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="EmptySanaLatentImage",
-            display_name="Empty Sana Latent Image",
+            node_id="EmptySanaLatent",
+            display_name="Empty Sana Latent",
             category=CATEGORY + "/latent",
             description="An empty 32-channel Sana latent (1/32 of the image size). Sizes snap to multiples of 32; "
                         "the node shows the size used. Presets are Sana's 1024 px aspect-ratio buckets.",

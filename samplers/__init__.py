@@ -13,6 +13,7 @@ reference's unscaled-noise start).
 
 from .flow_dpm_solver import flow_start_state, half_log_snr, sample_flow_dpm_solver
 from .flow_euler import sample_flow_euler
+from .guards import check_flow_sigmas, check_trigflow_angles
 from .schedules import (
     SHIFT_MODES,
     flow_euler_sigmas,
@@ -31,6 +32,8 @@ flow_dpm_solver = sample_flow_dpm_solver
 
 __all__ = [
     "SHIFT_MODES",
+    "check_flow_sigmas",
+    "check_trigflow_angles",
     "flow_dpm_solver",
     "flow_start_state",
     "image_size_of_latent",

@@ -30,6 +30,8 @@ import math
 
 import torch
 
+from .guards import check_shift, check_trigflow_angles
+
 NUM_TRAIN_TIMESTEPS = 1000  # NVlabs NoiseScheduleFlow.total_N; diffusers num_train_timesteps; t_end = 1/1000
 DC_AE_PIXELS_PER_TOKEN = 32  # DC-AE f32c32 downsampling × DiT patch size 1 (sana.md §1.2)
 TOKEN_RULE_BASE_TOKENS = 64  # Flux base_image_seq_len 256 at 16 px/token = 256² px → 256²/32² tokens
@@ -110,8 +112,7 @@ def _check_steps(name: str, steps: int) -> None:
 
 
 def _check_shift(name: str, shift: float) -> None:
-    if not shift > 0:
-        raise ValueError(f"{name}: shift must be > 0 (Sana's released models use 3.0–6.0), got {shift!r}.")
+    check_shift(shift, name)  # finite and > 0: inf/NaN would give NaN sigmas (issue 15)
 
 
 def sana_sigmas(steps: int, shift: float, device="cpu", dtype=torch.float32) -> torch.Tensor:
@@ -173,6 +174,7 @@ def sprint_sigmas(
                 f"sprint_sigmas: custom angles must be {steps + 1} strictly descending TrigFlow angles ending at 0 "
                 f"(e.g. 1.5708, 1.3, 0 for 2 steps), got {theta.tolist()}."
             )
+        check_trigflow_angles(theta, "sprint_sigmas")
     elif steps == 2 and intermediate_angle is not None:
         if not 0 < intermediate_angle < max_angle:
             raise ValueError(

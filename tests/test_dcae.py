@@ -10,7 +10,7 @@ import torch
 
 from models.dcae import DCAE, DCAEConfig
 from models.dcae_blocks import relu_attention
-from models.dcae_checkpoint import config_from_state_dict, detect_layout, load_dcae, read_state_dict
+from models.dcae_checkpoint import config_from_state_dict, detect_layout, load_dcae, read_dcae_weights
 from tests.fixtures.dcae import DIFFUSERS_DIR, DIFFUSERS_FILE, ORIGINAL_DIR, ORIGINAL_FILE
 
 # Parity bound (issue 4). Reached: decode ~3e-6 on outputs of magnitude ~1.4; encode ~3e-5 on latents of magnitude
@@ -69,8 +69,8 @@ def test_dcae_config_errors(fields, match):
 
 
 def test_dcae_layout_key_counts(dcae_root):
-    original = read_state_dict(dcae_root / ORIGINAL_DIR / ORIGINAL_FILE)
-    diffusers = read_state_dict(dcae_root / DIFFUSERS_DIR)
+    original = read_dcae_weights(dcae_root / ORIGINAL_DIR / ORIGINAL_FILE)
+    diffusers = read_dcae_weights(dcae_root / DIFFUSERS_DIR)
     assert (len(original), len(diffusers)) == (ORIGINAL_KEYS, DIFFUSERS_KEYS)
     assert (detect_layout(original), detect_layout(diffusers)) == ("original", "diffusers")
     assert config_from_state_dict(original) == DCAEConfig()
@@ -79,8 +79,8 @@ def test_dcae_layout_key_counts(dcae_root):
 def test_dcae_rename_table_inverts_diffusers_converter(dcae_root):
     """Our diffusers -> original table, undone by diffusers' own original -> diffusers converter, is the identity."""
     single_file_utils = pytest.importorskip("diffusers.loaders.single_file_utils")
-    original = read_state_dict(dcae_root / ORIGINAL_DIR / ORIGINAL_FILE)
-    diffusers = read_state_dict(dcae_root / DIFFUSERS_DIR / DIFFUSERS_FILE)
+    original = read_dcae_weights(dcae_root / ORIGINAL_DIR / ORIGINAL_FILE)
+    diffusers = read_dcae_weights(dcae_root / DIFFUSERS_DIR / DIFFUSERS_FILE)
     back = single_file_utils.convert_autoencoder_dc_checkpoint_to_diffusers(dict(original))
     assert sorted(back) == sorted(diffusers)
     mismatched = [key for key in diffusers if not torch.equal(back[key], diffusers[key])]
@@ -99,7 +99,7 @@ def test_dcae_both_layouts_load_identical_tensors(dcae_root, dcae_model):
 def test_dcae_prefixed_state_dict_loads(tmp_path, dcae_root):
     from safetensors.torch import save_file
 
-    weights = read_state_dict(dcae_root / ORIGINAL_DIR / ORIGINAL_FILE)
+    weights = read_dcae_weights(dcae_root / ORIGINAL_DIR / ORIGINAL_FILE)
     save_file({f"vae.{k}": v for k, v in weights.items()}, str(tmp_path / "prefixed.safetensors"))
     model = load_dcae(tmp_path / "prefixed.safetensors", dtype=torch.bfloat16)
     assert next(model.parameters()).dtype == torch.bfloat16
@@ -111,10 +111,11 @@ def test_dcae_wrong_file_errors(tmp_path):
     save_file({"model.diffusion_model.x_embedder.proj.weight": torch.zeros(1)}, str(tmp_path / "dit.safetensors"))
     with pytest.raises(ValueError, match="Not a DC-AE checkpoint"):
         load_dcae(tmp_path / "dit.safetensors")
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="file not found"):
         load_dcae(tmp_path / "missing.safetensors")
-    with pytest.raises(ValueError, match="holds none of"):
-        load_dcae(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no DC-AE weights"):
+        load_dcae(tmp_path / "empty")
 
 
 @pytest.mark.parametrize(("batch", "height", "width"), SHAPES)

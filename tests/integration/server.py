@@ -2,8 +2,9 @@
 
 The server runs on 127.0.0.1 and a free port with ``--cpu --use-pytorch-cross-attention --fp32-text-enc``; the
 package is mounted through ``--extra-model-paths-config`` with a ``custom_nodes:`` entry, and a temporary models tree
-holds the generated checkpoint fixtures. Graphs are posted to ``/prompt``, progress is followed on ``/ws`` and results
-are read from ``/history`` and the output folder.
+holds the generated checkpoint fixtures. Every folder the server writes (base, output, input, temp, user, bytecode
+cache) is temporary or under ~/.cache, so the ComfyUI checkout may be read-only. Graphs are posted to ``/prompt``,
+progress is followed on ``/ws`` and results are read from ``/history`` and the output folder.
 """
 
 import importlib.util
@@ -26,19 +27,31 @@ DEFAULT_RUN_TIMEOUT_S = 600
 WS_POLL_TIMEOUT_S = 5
 HISTORY_WAIT_S = 10
 PACKAGE_LINK_NAME = "sana_native"
-MODEL_FOLDERS = ("diffusion_models", "vae", "text_encoders", "loras", "checkpoints")
+# ComfyUI lookup order: $COMFYUI_PATH, comfy-cli's default workspace, then ../shared/ComfyUI beside the project root.
+COMFY_CLI_WORKSPACE = Path.home() / "comfy" / "ComfyUI"
+SHARED_COMFYUI = Path(__file__).resolve().parents[2].parent / "shared" / "ComfyUI"
+# Bytecode of the (possibly read-only) ComfyUI tree goes here instead of its __pycache__ folders.
+PYCACHE_DIR = Path.home() / ".cache" / "sana-native" / "pycache"
+MODEL_FOLDERS = ("diffusion_models", "vae", "text_encoders", "loras", "checkpoints", "controlnet")
 SERVER_FLAGS = (
     "--cpu", "--use-pytorch-cross-attention", "--fp32-text-enc", "--disable-api-nodes", "--disable-auto-launch",
     "--database-url", "sqlite:///:memory:", "--preview-method", "latent2rgb", "--log-stdout",
 )
 
 
+def comfyui_candidates() -> list[Path]:
+    """Where ComfyUI is looked for, in order: ``COMFYUI_PATH``, ``~/comfy/ComfyUI``, ``../shared/ComfyUI``."""
+    configured = os.environ.get("COMFYUI_PATH")
+    return ([Path(configured)] if configured else []) + [COMFY_CLI_WORKSPACE, SHARED_COMFYUI]
+
+
 def find_comfyui() -> tuple[Path | None, str]:
-    """ComfyUI checkout from ``COMFYUI_PATH`` or comfy-cli's default workspace, and a reason when it cannot be used."""
-    candidates = [os.environ.get("COMFYUI_PATH"), str(Path.home() / "comfy" / "ComfyUI")]
-    root = next((Path(c) for c in candidates if c and (Path(c) / "main.py").is_file()), None)
+    """The first ComfyUI checkout of ``comfyui_candidates()``, and a reason when none can be used here."""
+    candidates = comfyui_candidates()
+    root = next((c.resolve() for c in candidates if (c / "main.py").is_file()), None)
     if root is None:
-        return None, "ComfyUI not found (set COMFYUI_PATH or install it with comfy-cli into ~/comfy/ComfyUI)"
+        tried = ", ".join(str(c) for c in candidates)
+        return None, f"ComfyUI not found at {tried} (set COMFYUI_PATH or install it with comfy-cli)"
     for module in ("torchvision", "websocket", "aiohttp"):
         if importlib.util.find_spec(module) is None:
             return None, f"'{module}' is not importable in {sys.executable}: ComfyUI cannot start here (see .ci/run)"
@@ -93,13 +106,15 @@ class ComfyServer:
     def start(self) -> None:
         command = [
             sys.executable, str(self.comfy_root / "main.py"), "--listen", "127.0.0.1", "--port", str(self.port),
-            *SERVER_FLAGS, "--extra-model-paths-config", str(self.base / "extra_model_paths.yaml"),
+            *SERVER_FLAGS, "--base-directory", str(self.base),
+            "--extra-model-paths-config", str(self.base / "extra_model_paths.yaml"),
             "--front-end-root", str(self.base / "frontend"), "--output-directory", str(self.output_dir),
             "--input-directory", str(self.base / "input"), "--temp-directory", str(self.base),
             "--user-directory", str(self.base / "user"),
         ]
         log = open(self._log_path, "w")
-        self._process = subprocess.Popen(command, cwd=self.comfy_root, stdout=log, stderr=subprocess.STDOUT)
+        env = {**os.environ, "PYTHONPYCACHEPREFIX": str(PYCACHE_DIR), "PYTHONUNBUFFERED": "1"}
+        self._process = subprocess.Popen(command, cwd=self.comfy_root, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -120,9 +135,17 @@ class ComfyServer:
                 self._process.kill()
                 self._process.wait()
 
-    def log(self) -> str:
-        """Everything the server printed so far."""
-        return self._log_path.read_text(errors="replace") if self._log_path.exists() else ""
+    def log(self, since: int = 0) -> str:
+        """What the server printed so far, from byte offset `since` (a `log_offset()` taken earlier) on."""
+        if not self._log_path.exists():
+            return ""
+        with open(self._log_path, "rb") as handle:
+            handle.seek(since)
+            return handle.read().decode(errors="replace")
+
+    def log_offset(self) -> int:
+        """Current end of the server log: pass it to `log(since=...)` to read only what a test made the server print."""
+        return self._log_path.stat().st_size if self._log_path.exists() else 0
 
     def _get(self, route: str):
         with urllib.request.urlopen(self.url + route, timeout=30) as response:

@@ -23,11 +23,11 @@ LORA_MIN_CHANGE = 1e-4  # a LoRA on blocks.0.cross_attn.q_linear must move the l
 
 @pytest.fixture(scope="module")
 def latent_node(comfy):
-    """EmptySanaLatentImage when registered, else stock EmptyHunyuanImageLatent (/32; KSampler fixes the channels)."""
+    """EmptySanaLatent when registered, else stock EmptyHunyuanImageLatent (/32; KSampler fixes the channels)."""
     info = comfy.object_info()
     if "SanaTextEncoderLoader" not in info:
         pytest.skip("SanaTextEncoderLoader is not registered: no way to build Sana conditioning in ComfyUI")
-    return "EmptySanaLatentImage" if "EmptySanaLatentImage" in info else "EmptyHunyuanImageLatent"
+    return "EmptySanaLatent" if "EmptySanaLatent" in info else "EmptyHunyuanImageLatent"
 
 
 def _conditioning(g: Graph):

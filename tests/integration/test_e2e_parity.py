@@ -65,7 +65,7 @@ def _graph(use_custom_sampler: bool) -> Graph:
                   projector_name="none", device="default")
     positive = g.node("CLIPTextEncode", clip=clip[0], text=PROMPT)
     negative = g.node("CLIPTextEncode", clip=clip[0], text="")
-    latent = g.node("EmptySanaLatentImage", width=WIDTH, height=HEIGHT, batch_size=1)
+    latent = g.node("EmptySanaLatent", width=WIDTH, height=HEIGHT, batch_size=1)
     if use_custom_sampler:
         noise = g.node("RandomNoise", noise_seed=SEED)
         guider = g.node("CFGGuider", model=model[0], positive=positive[0], negative=negative[0], cfg=CFG)

@@ -21,13 +21,13 @@ PE_DEFAULTS = {"base_size": 0, "pe_interpolation": 0.0, "train_height": 0, "trai
 
 @pytest.fixture(scope="module")
 def latent_node(comfy):
-    """EmptySanaLatentImage when registered, else stock EmptyHunyuanImageLatent (/32; KSampler fixes the channels)."""
+    """EmptySanaLatent when registered, else stock EmptyHunyuanImageLatent (/32; KSampler fixes the channels)."""
     info = comfy.object_info()
     if "SanaTextEncoderLoader" not in info:
         pytest.skip("SanaTextEncoderLoader is not registered: no way to build Sana conditioning in ComfyUI")
     if ROPE_FILE not in str(info["SanaDiTLoader"]["input"]["required"]["dit_name"]):
         pytest.skip(f"{ROPE_FILE} is not in the server's models tree: register tests.fixtures.rope in the harness")
-    return "EmptySanaLatentImage" if "EmptySanaLatentImage" in info else "EmptyHunyuanImageLatent"
+    return "EmptySanaLatent" if "EmptySanaLatent" in info else "EmptyHunyuanImageLatent"
 
 
 def sample_graph(latent_node: str, dit_name: str, patch=None) -> Graph:

@@ -32,7 +32,7 @@ def latent_node(comfy):
     for node in ("SanaDiTLoader", "SanaTextEncoderLoader", *NEW_NODES):
         if node not in info:
             pytest.skip(f"{node} is not registered in this ComfyUI")
-    return "EmptySanaLatentImage" if "EmptySanaLatentImage" in info else "EmptyHunyuanImageLatent"
+    return "EmptySanaLatent" if "EmptySanaLatent" in info else "EmptyHunyuanImageLatent"
 
 
 def _inputs(g: Graph, latent_node: str, dit: str, model_patch=None, guidance=None):

@@ -7,7 +7,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 NODE_IDS = (
-    "SanaDiTLoader", "SanaVAELoader", "SanaTextEncoderLoader", "SanaTextEncode", "EmptySanaLatentImage",
+    "SanaDiTLoader", "SanaVAELoader", "SanaTextEncoderLoader", "SanaTextEncodeAdvanced", "EmptySanaLatent",
     "ModelSamplingSana", "SanaFlowDPMSolverSampler", "SanaFlowScheduler", "SanaPositionEncoding", "SanaPAG",
     "SanaSprintScheduler",
 )

@@ -1,5 +1,5 @@
 """The Sana text encoder in a real ComfyUI: stock CLIPTextEncode with our CLIP feeds KSampler on our MODEL; quoted text
-adds glyph tokens when ByT5 and a projector are loaded; SanaTextEncode's options reach the conditioning."""
+adds glyph tokens when ByT5 and a projector are loaded; SanaTextEncodeAdvanced's options reach the conditioning."""
 
 import pytest
 import torch
@@ -20,10 +20,10 @@ MIN_CHANGE = 1e-4  # glyph tokens must move the sampled latent by more than floa
 @pytest.fixture(scope="module")
 def latent_node(comfy):
     info = comfy.object_info()
-    for node in ("SanaTextEncoderLoader", "SanaTextEncode", "SanaDiTLoader"):
+    for node in ("SanaTextEncoderLoader", "SanaTextEncodeAdvanced", "SanaDiTLoader"):
         if node not in info:
             pytest.skip(f"{node} is not registered in this ComfyUI")
-    return "EmptySanaLatentImage" if "EmptySanaLatentImage" in info else "EmptyHunyuanImageLatent"
+    return "EmptySanaLatent" if "EmptySanaLatent" in info else "EmptyHunyuanImageLatent"
 
 
 def _loader(g: Graph, glyph: bool, llm=GEMMA):
@@ -42,7 +42,7 @@ def _sample(g: Graph, latent_node: str, positive, negative) -> None:
 def _encode(g, clip, text, **options):
     defaults = {"chi": "auto", "custom_chi": "", "glyph_source": "quoted text", "glyph_text": "", "lowercase": False,
                 "mask_policy": "diffusers"}
-    return g.node("SanaTextEncode", clip=clip[0], text=text, **{**defaults, **options})
+    return g.node("SanaTextEncodeAdvanced", clip=clip[0], text=text, **{**defaults, **options})
 
 
 def _run_stock(comfy, latent_node, glyph: bool, llm=GEMMA) -> torch.Tensor:
@@ -65,7 +65,7 @@ def test_text_nodes_schema(comfy, latent_node):
     loader = info["SanaTextEncoderLoader"]["input"]["required"]
     assert GEMMA in _options(loader["llm_name"]) and GEMMA_FILE in _options(loader["llm_name"])
     assert "none" in _options(loader["byt5_name"]) and BYT5_FILE in _options(loader["byt5_name"])
-    for node in ("SanaTextEncoderLoader", "SanaTextEncode"):
+    for node in ("SanaTextEncoderLoader", "SanaTextEncodeAdvanced"):
         inputs = {**info[node]["input"]["required"], **info[node]["input"].get("optional", {})}
         missing = [name for name, spec in inputs.items() if not (len(spec) > 1 and spec[1].get("tooltip"))]
         assert not missing, f"{node} inputs without tooltip: {missing}"
@@ -98,7 +98,7 @@ def test_sana_text_encode_options(comfy, latent_node):
     clip = _loader(g, glyph=True)
     _sample(g, latent_node, _encode(g, clip, GLYPH_PROMPT), _encode(g, clip, "", chi="none"))
     explicit = comfy.run(g).latents[0]
-    assert torch.equal(stock, explicit), "SanaTextEncode defaults must equal CLIPTextEncode (auto CHI)"
+    assert torch.equal(stock, explicit), "SanaTextEncodeAdvanced defaults must equal CLIPTextEncode (auto CHI)"
     assert (result.latents[0] - explicit).abs().max().item() > MIN_CHANGE, "the nvlabs mask policy had no effect"
 
 

@@ -1,5 +1,5 @@
 """The DC-AE as a native ComfyUI VAE in a real server: SanaVAELoader (both layouts), stock VAEEncode / VAEDecode /
-VAEDecodeTiled / VAEEncodeTiled on non-square sizes, EmptySanaLatentImage's snapping note, and a latent2rgb preview
+VAEDecodeTiled / VAEEncodeTiled on non-square sizes, EmptySanaLatent's snapping note, and a latent2rgb preview
 during a KSampler run. The VAE attribute contract is also checked statically against ComfyUI's comfy/sd.py.
 
 Models come from tests/fixtures/dcae.py (real config, random weights), dit.py and text.py."""
@@ -50,8 +50,8 @@ def test_vae_files_listed(comfy):
 
 def test_empty_latent_snaps_with_note(comfy):
     g = Graph()
-    snapped = g.node("EmptySanaLatentImage", width=100, height=70, batch_size=2)
-    preset = g.node("EmptySanaLatentImage", width=64, height=64, batch_size=1, aspect_ratio="1344x768 (h/w 0.57)")
+    snapped = g.node("EmptySanaLatent", width=100, height=70, batch_size=2)
+    preset = g.node("EmptySanaLatent", width=64, height=64, batch_size=1, aspect_ratio="1344x768 (h/w 0.57)")
     g.node("SaveLatent", samples=snapped[0], filename_prefix="snapped")
     g.node("SaveLatent", samples=preset[0], filename_prefix="preset")
     result = comfy.run(g)
@@ -82,7 +82,7 @@ def test_vae_encode_decode_non_square(comfy, dcae_root):
 
 def test_vae_layouts_and_tiled_decode(comfy):
     g = Graph()
-    latent = g.node("EmptySanaLatentImage", width=WIDTH * 2, height=HEIGHT, batch_size=1)
+    latent = g.node("EmptySanaLatent", width=WIDTH * 2, height=HEIGHT, batch_size=1)
     original_vae = _vae(g)
     saves = [g.node("SaveImage", images=g.node("VAEDecode", samples=latent[0], vae=vae[0])[0], filename_prefix=prefix)
              for vae, prefix in ((original_vae, "full_original"), (_vae(g, FLAT_FILE), "full_flat"))]
@@ -124,7 +124,7 @@ def test_preview_during_ksampler(comfy):
     sampled = g.node("KSampler", model=model[0], positive=g.node("CLIPTextEncode", clip=clip[0], text="a fox")[0],
                      negative=g.node("CLIPTextEncode", clip=clip[0], text="")[0], seed=1, steps=2, cfg=1.0,
                      sampler_name="euler", scheduler="simple", denoise=1.0,
-                     latent_image=g.node("EmptySanaLatentImage", width=WIDTH, height=HEIGHT, batch_size=1)[0])
+                     latent_image=g.node("EmptySanaLatent", width=WIDTH, height=HEIGHT, batch_size=1)[0])
     g.node("SaveLatent", samples=sampled[0], filename_prefix="preview")
     result = comfy.run(g, extra_data={"preview_method": "latent2rgb"})
     assert result.previews >= 1, "no latent2rgb preview frame arrived during sampling"

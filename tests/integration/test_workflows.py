@@ -1,7 +1,7 @@
 """The shipped workflows (workflows/*.json, UI format) match their specs and run headless through `comfy run`.
 
 The model files are the generated small checkpoints saved under the workflows' real file names. To keep the suite
-CPU-sized, each run patches only the image size (EmptySanaLatentImage) and the step count of a copy of the file; the
+CPU-sized, each run patches only the image size (EmptySanaLatent) and the step count of a copy of the file; the
 graph, the nodes and every other setting are the shipped ones.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.editing_image import write_input_image
 from tests.integration.workflow_specs import SHIPPED
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def _comfy_cli() -> str:
 
 def _cpu_sized(ui: dict) -> dict:
     for node in ui["nodes"]:
-        if node["type"] == "EmptySanaLatentImage":
+        if node["type"] == "EmptySanaLatent":
             node["widgets_values"][:2] = list(TEST_SIZE)
         elif node["type"] == "KSampler":
             node["widgets_values"][2] = min(node["widgets_values"][2], TEST_STEPS)
@@ -60,6 +61,7 @@ def test_shipped_workflow_files_match_their_specs(comfy):
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_workflow_runs_with_comfy_run(comfy, tmp_path, name):
+    write_input_image(comfy.base / "input", *TEST_SIZE)  # the editing workflows' LoadImage("example.png")
     workflow = tmp_path / name
     workflow.write_text(json.dumps(_cpu_sized(json.loads((WORKFLOWS / name).read_text()))))
     before = set(comfy.output_dir.rglob("*.png"))

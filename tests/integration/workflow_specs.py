@@ -26,7 +26,7 @@ FILES_NOTE = (
     "the gemma-2-2b-it folder -> models/text_encoders/. `python scripts/fetch_models.py --comfyui <ComfyUI>` "
     "downloads them (or lists what is missing). Sana weights: CC BY-NC-SA 4.0."
 )
-NEGATIVE = ""  # the reference pipelines' negative prompt; encoded without CHI (see SanaTextEncode)
+NEGATIVE = ""  # the reference pipelines' negative prompt; encoded without CHI (see SanaTextEncodeAdvanced)
 
 
 def _text_to_image(dit: str, width: int, height: int, steps: int, cfg: float, prompt: str, *, tiled: bool = False,
@@ -39,7 +39,7 @@ def _text_to_image(dit: str, width: int, height: int, steps: int, cfg: float, pr
     clip = g.node("SanaTextEncoderLoader", llm_name=LLM, byt5_name=byt5, projector_name=projector, device="default")
     positive = g.node("CLIPTextEncode", clip=clip[0], text=prompt)
     negative = g.node("CLIPTextEncode", clip=clip[0], text=NEGATIVE)
-    latent = g.node("EmptySanaLatentImage", width=width, height=height, batch_size=1)
+    latent = g.node("EmptySanaLatent", width=width, height=height, batch_size=1)
     samples = g.node("KSampler", model=model[0], positive=positive[0], negative=negative[0], latent_image=latent[0],
                      seed=42, steps=steps, cfg=cfg, sampler_name="flow_dpm_solver", scheduler="sana_flow", denoise=1.0)
     vae = g.node("SanaVAELoader", vae_name=VAE, tiling="auto")
@@ -88,12 +88,83 @@ def sprint_2step() -> Graph:
     positive = g.node("CLIPTextEncode", clip=clip[0], text="a tiny astronaut hatching from an egg on the moon")
     guided = g.node("FluxGuidance", conditioning=positive[0], guidance=4.5)
     negative = g.node("CLIPTextEncode", clip=clip[0], text=NEGATIVE)
-    latent = g.node("EmptySanaLatentImage", width=1024, height=1024, batch_size=1)
+    latent = g.node("EmptySanaLatent", width=1024, height=1024, batch_size=1)
     samples = g.node("KSampler", model=model[0], positive=guided[0], negative=negative[0], latent_image=latent[0],
                      seed=42, steps=2, cfg=1.0, sampler_name="sana_scm", scheduler="sana_sprint", denoise=1.0)
     vae = g.node("SanaVAELoader", vae_name=VAE, tiling="auto")
     image = g.node("VAEDecode", samples=samples[0], vae=vae[0])
     g.node("SaveImage", images=image[0], filename_prefix="sana_sprint")
+    return g
+
+
+DIT_2K = "Sana_1600M_2Kpx_BF16.pth"
+INPUT_IMAGE = "example.png"  # LoadImage's placeholder: pick your own picture in the node
+
+
+def _editing_inputs(g: Graph, dit: str, prompt: str):
+    """(model, positive, negative, vae, LoadImage) nodes shared by the editing workflows."""
+    model = g.node("SanaDiTLoader", dit_name=dit, weight_dtype="default")
+    clip = g.node("SanaTextEncoderLoader", llm_name=LLM, byt5_name="none", projector_name="none", device="default")
+    positive = g.node("CLIPTextEncode", clip=clip[0], text=prompt)
+    negative = g.node("CLIPTextEncode", clip=clip[0], text=NEGATIVE)
+    vae = g.node("SanaVAELoader", vae_name=VAE, tiling="auto")
+    return model, positive, negative, vae, g.node("LoadImage", image=INPUT_IMAGE)
+
+
+def _decode_and_save(g: Graph, samples, vae, prefix: str) -> None:
+    g.node("SaveImage", images=g.node("VAEDecode", samples=samples[0], vae=vae[0])[0], filename_prefix=prefix)
+
+
+def img2img() -> Graph:
+    """img2img with stock nodes: LoadImage -> VAEEncode -> KSampler at denoise 0.6 (lower keeps more of the input)."""
+    g = Graph()
+    model, positive, negative, vae, image = _editing_inputs(g, DIT_1600M, "a watercolor painting of the scene")
+    latent = g.node("VAEEncode", pixels=image[0], vae=vae[0])
+    samples = g.node("KSampler", model=model[0], positive=positive[0], negative=negative[0], latent_image=latent[0],
+                     seed=42, steps=20, cfg=4.5, sampler_name="flow_dpm_solver", scheduler="sana_flow", denoise=0.6)
+    _decode_and_save(g, samples, vae, "sana_img2img")
+    return g
+
+
+def inpaint() -> Graph:
+    """Inpainting: paint the mask on the LoadImage picture (right click > Open in MaskEditor); SetLatentNoiseMask
+    keeps everything outside it."""
+    g = Graph()
+    model, positive, negative, vae, image = _editing_inputs(g, DIT_1600M, "a small wooden cabin")
+    latent = g.node("SetLatentNoiseMask", samples=g.node("VAEEncode", pixels=image[0], vae=vae[0])[0], mask=image[1])
+    samples = g.node("KSampler", model=model[0], positive=positive[0], negative=negative[0], latent_image=latent[0],
+                     seed=42, steps=20, cfg=4.5, sampler_name="flow_dpm_solver", scheduler="sana_flow", denoise=1.0)
+    _decode_and_save(g, samples, vae, "sana_inpaint")
+    return g
+
+
+def sprint_img2img() -> Graph:
+    """Sana-Sprint img2img as diffusers SanaSprintImg2ImgPipeline: SanaSprintScheduler's denoise is its strength."""
+    g = Graph()
+    model, positive, _, vae, image = _editing_inputs(g, DIT_SPRINT, "a tiny astronaut hatching from an egg on the moon")
+    guided = g.node("FluxGuidance", conditioning=positive[0], guidance=4.5)
+    sigmas = g.node("SanaSprintScheduler", steps=2, intermediate_angle=1.3, custom_angles="", denoise=0.5)
+    samples = g.node("SamplerCustomAdvanced", noise=g.node("RandomNoise", noise_seed=42)[0],
+                     guider=g.node("BasicGuider", model=model[0], conditioning=guided[0])[0],
+                     sampler=g.node("KSamplerSelect", sampler_name="sana_scm")[0], sigmas=sigmas[0],
+                     latent_image=g.node("VAEEncode", pixels=image[0], vae=vae[0])[0])
+    _decode_and_save(g, samples, vae, "sana_sprint_img2img")
+    return g
+
+
+def hires_fix() -> Graph:
+    """Hires fix: 1024 px with the 1024 model, LatentUpscaleBy x2 on the 32-channel latent, then 2048 px with the
+    2K model (sin-cos position embedding) at denoise 0.5."""
+    g = _text_to_image(DIT_1600M, 1024, 1024, 20, 4.5, "a lighthouse on a cliff at sunset, detailed oil painting")
+    api = g.to_api()
+    first = next(k for k, n in api.items() if n["class_type"] == "KSampler")
+    positive, negative = api[first]["inputs"]["positive"], api[first]["inputs"]["negative"]
+    vae = next(k for k, n in api.items() if n["class_type"] == "SanaVAELoader")
+    upscaled = g.node("LatentUpscaleBy", samples=[first, 0], upscale_method="bilinear", scale_by=2.0)
+    model_2k = g.node("SanaDiTLoader", dit_name=DIT_2K, weight_dtype="default")
+    refined = g.node("KSampler", model=model_2k[0], positive=positive, negative=negative, latent_image=upscaled[0],
+                     seed=42, steps=20, cfg=4.5, sampler_name="flow_dpm_solver", scheduler="sana_flow", denoise=0.5)
+    g.node("SaveImage", images=g.node("VAEDecode", samples=refined[0], vae=[vae, 0])[0], filename_prefix="sana_hires")
     return g
 
 
@@ -113,6 +184,22 @@ SHIPPED = {
     "sana_highres_resolution_shift.json": (highres_shifted, DIT_1600M, "ModelSamplingSana scales the shift with "
                                            "the pixel count (SD3 rule: 3.0 x sqrt(pixels / 1024^2)). Steps 20, CFG "
                                            "4.5."),
+    "sana_img2img.json": (img2img, DIT_1600M, "Load your picture in LoadImage (sizes snap to multiples of 32). "
+                          "Steps 20, CFG 4.5, flow_dpm_solver + sana_flow, denoise 0.6: KSampler runs the last 60% of "
+                          "a 33-step grid (ComfyUI's denoise rule); 0.3-0.5 stays close to the picture."),
+    "sana_inpaint.json": (inpaint, DIT_1600M, "Draw the mask in LoadImage's mask editor (or load a PNG with "
+                          "transparency). Outside the mask the latent is kept exactly. Steps 20, CFG 4.5, denoise 1.0 "
+                          "(lower keeps more of the masked area). VAEEncodeForInpaint also works (it greys the masked "
+                          "pixels first)."),
+    "sana_sprint_img2img.json": (sprint_img2img, DIT_SPRINT, "2 sCM steps, guidance 4.5 through FluxGuidance, "
+                                 "SanaSprintScheduler denoise = diffusers' strength: steps - int(steps - steps x "
+                                 "denoise) steps run, so with 2 steps 0.5 starts at the 1.3 angle and 0.6 is almost "
+                                 "text-to-image. KSampler (sana_scm, sana_sprint, denoise) also works but follows "
+                                 "ComfyUI's rule (a steps/denoise grid), not diffusers'."),
+    "sana_hires_fix_2k.json": (hires_fix, f"{DIT_1600M} and {DIT_2K}", "Pass 1: 1024 px, 20 steps, CFG 4.5. "
+                               "LatentUpscaleBy x2 (bilinear) on the 32-channel latent, then the 2K model at denoise "
+                               "0.5 (20 steps of a 40-step grid). Both images are saved; decode at 2048 px uses "
+                               "tiling when memory is short."),
 }
 
 
