@@ -103,3 +103,52 @@ def latent_size(model: str, ratio) -> tuple[int, int]:
 def text_encode_widgets(text: str, chi: str) -> list:
     """widgets_values of SanaTextEncodeAdvanced for ``text`` with the CHI choice ``chi``."""
     return [text, chi, *TEXT_ENCODE_DEFAULTS]
+
+
+def _keep_output() -> list:
+    return [{"new_idx": 0, "old_idx": 0}]
+
+
+def _text_replacement(old: str, chi: str) -> dict:
+    return {"new_node_id": TEXT_ENCODE_NODE, "old_node_id": old, "old_widget_ids": ["text"],
+            "input_mapping": [{"new_id": "clip", "old_id": "GEMMA"}, {"new_id": "text", "old_id": "text"},
+                              {"new_id": "chi", "set_value": chi}],
+            "output_mapping": _keep_output()}
+
+
+def _latent_replacement(old: str) -> dict:
+    sizes = ["width", "height", "batch_size"]
+    return {"new_node_id": "EmptySanaLatent", "old_node_id": old, "old_widget_ids": sizes,
+            "input_mapping": [{"new_id": name, "old_id": name} for name in sizes], "output_mapping": _keep_output()}
+
+
+# ComfyUI ≥ 0.14 node replacements (comfy_api/latest/_node_replace.py NodeReplace keyword arguments) for the nodes
+# that map one to one; ScmModelSampling and the resolution nodes change the graph and need the converter script.
+NODE_REPLACEMENTS = (
+    {"new_node_id": "SanaDiTLoader", "old_node_id": "SanaCheckpointLoader",
+     "old_widget_ids": list(CHECKPOINT_WIDGETS),
+     "input_mapping": [{"new_id": "dit_name", "old_id": "ckpt_name"},
+                       {"new_id": "weight_dtype", "set_value": "default"}],
+     "output_mapping": _keep_output()},
+    {"new_node_id": "SanaTextEncoderLoader", "old_node_id": "GemmaLoader",
+     "old_widget_ids": ["model_name", "device", "dtype"],
+     "input_mapping": [{"new_id": "llm_name", "set_value": LLM_FOLDER}, {"new_id": "byt5_name", "set_value": "none"},
+                       {"new_id": "projector_name", "set_value": "none"}, {"new_id": "device", "set_value": "default"}],
+     "output_mapping": _keep_output()},
+    _text_replacement("SanaTextEncode", POSITIVE_CHI),
+    _text_replacement("GemmaTextEncode", NEGATIVE_CHI),
+    {"new_node_id": "SanaVAELoader", "old_node_id": "ExtraVAELoader",
+     "old_widget_ids": ["vae_name", "vae_type", "dtype"],
+     "input_mapping": [{"new_id": "vae_name", "set_value": VAE_FILE}, {"new_id": "tiling", "set_value": "auto"}],
+     "output_mapping": _keep_output()},
+    _latent_replacement("EmptySanaLatentImage"),
+    _latent_replacement("EmptyDCAELatentImage"),
+)
+
+
+def register_node_replacements(node_replace) -> list[str]:
+    """Register NODE_REPLACEMENTS through ComfyUI's ``comfy_api.latest.node_replace`` module (``register`` and
+    ``NodeReplace``); returns the old ids registered. Registers replacements only, never a node with an old id."""
+    for spec in NODE_REPLACEMENTS:
+        node_replace.register(node_replace.NodeReplace(**spec))
+    return [spec["old_node_id"] for spec in NODE_REPLACEMENTS]

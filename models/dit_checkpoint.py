@@ -1,9 +1,11 @@
 """Sana DiT checkpoint formats: reading, layout and variant detection, diffusers -> original renames, `load_dit`.
 
-Layouts (reference/sana.md §2): the original NVlabs layout (`.pth` with a `state_dict` wrapper, or safetensors, with
-or without ComfyUI's `model.diffusion_model.` prefix) and the diffusers `SanaTransformer2DModel` layout (a folder or
-file with `config.json` beside it, single or sharded). Variant detection (§2.3) uses only the weights (hidden size,
-depth, qk-norm, cfg embedder, `pos_embed` shape and content) and, for diffusers files, `config.json`.
+Layouts (docs/ARCHITECTURE.md; diffusers scripts/convert_sana_to_diffusers.py): the original NVlabs layout (`.pth`
+with a `state_dict` wrapper, or safetensors, with or without ComfyUI's `model.diffusion_model.` prefix) and the
+diffusers `SanaTransformer2DModel` layout (a folder or file with `config.json` beside it, single, sharded or as a
+precision variant; a pipeline folder's `transformer/`). Files are read by models/weights_file.py. Variant detection
+uses only the weights (hidden size, depth, qk-norm, cfg embedder, `pos_embed` shape and content) and, for diffusers
+files, `config.json`.
 """
 
 import dataclasses
@@ -27,7 +29,8 @@ ORIGINAL_SIGNATURE = "x_embedder.proj.weight"
 DIFFUSERS_SIGNATURE = "patch_embed.proj.weight"
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "module.", "model.")
 WRAPPER_KEYS = ("state_dict", "model", "module")
-# Buffers and training-only tensors real files carry that the inference module does not own (sana.md §2.1).
+# Buffers and training-only tensors real files carry that the inference module does not own (NVlabs
+# sana_multi_scale.py).
 DROPPED_KEYS = ("pos_embed", "y_embedder.y_embedding", "logvar_linear.weight", "logvar_linear.bias")
 # bf16 storage of pos_embed: compare its content with recomputed sin-cos at this tolerance.
 POS_EMBED_ATOL = 2e-2
@@ -38,7 +41,7 @@ PE_INTERPOLATION_STEPS = 4
 META_POS_ENCODING = "sana_pos_encoding"
 META_ROPE = "sana_rope"
 
-# diffusers -> original renames (diffusers scripts/convert_sana_to_diffusers.py, inverted; sana.md §2.2).
+# diffusers -> original renames (diffusers scripts/convert_sana_to_diffusers.py, inverted).
 DIFFUSERS_TOP_LEVEL = {
     "patch_embed.proj.": "x_embedder.proj.",
     "time_embed.emb.timestep_embedder.linear_1.": "t_embedder.mlp.0.",
@@ -281,10 +284,12 @@ def load_state_dict_and_config(path, resolution=None, ema: bool = False, notices
     return sd, cfg
 
 
-def finish_state_dict(sd: dict, dtypes, source: str) -> dict:
-    """Cast to `dtypes` (one dtype or {key: dtype}) one tensor at a time, then refuse non-finite weights."""
+def finish_state_dict(sd: dict, dtypes, source: str, check: bool = True) -> dict:
+    """Cast to `dtypes` (one dtype or {key: dtype}) one tensor at a time, then (unless `check` is False: the caller
+    checks later, e.g. on the GPU) refuse non-finite weights."""
     sd = convert_dtypes(sd, dtypes)
-    check_finite(sd, source)
+    if check:
+        check_finite(sd, source)
     return sd
 
 
@@ -332,7 +337,7 @@ def describe_config(cfg: SanaDiTConfig) -> str:
 
 
 def load_dit(path, dtype: torch.dtype = torch.float32, device="cpu", **overrides) -> SanaDiT:
-    """Load any Sana DiT file or diffusers folder as a `SanaDiT` in eval mode (DESIGN.md §4b).
+    """Load any Sana DiT file or diffusers folder as a `SanaDiT` in eval mode (pure-PyTorch API, docs/ARCHITECTURE.md).
 
     dtype/device: storage and compute dtype and device. `overrides` set config fields (e.g. reference="diffusers").
     """

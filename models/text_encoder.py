@@ -1,7 +1,7 @@
 """Sana text encoder: Gemma-2-2b-it with the Complex Human Instruction (CHI), optionally fused with a ByT5 glyph branch.
 
-Encoding follows NVlabs/Sana ``app/sana_pipeline.py`` and diffusers ``SanaPipeline.encode_prompt`` (reference/sana.md
-§5.4), float32-exact against the latter:
+Encoding follows NVlabs/Sana ``app/sana_pipeline.py`` and diffusers ``SanaPipeline.encode_prompt`` (docs/ARCHITECTURE.md
+§11), float32-exact against the latter:
 
 1. The prompt is stripped (diffusers also lower-cases it: ``lowercase=True``); with CHI it becomes ``chi + prompt``.
 2. ``num_chi = len(tokenizer.encode(chi))`` (BOS included); the sequence is cut/right-padded to ``num_chi + 300 − 2``
@@ -61,7 +61,7 @@ TOKENIZER_JSON_KEY = "tokenizer_json"  # this package: tokenizer.json bytes as u
 INSTRUCT_NAME = re.compile(r"(?:^|[-_. /])it(?:$|[-_. /])")
 DROPPED_TEXT_PREVIEW_TOKENS = 12
 SHOWN_TEXT_CHARS = 200  # longer texts are shortened in logs and UI notices
-MASK_POLICIES = ("diffusers", "nvlabs")  # reference/sana.md §5.6
+MASK_POLICIES = ("diffusers", "nvlabs")  # docs/ARCHITECTURE.md §9
 
 
 @dataclass(frozen=True)
@@ -309,7 +309,7 @@ def shorten(text: str, limit: int = SHOWN_TEXT_CHARS) -> str:
 
 
 def null_prompt_mask(negative_mask: torch.Tensor, positive_mask: torch.Tensor, policy: str) -> torch.Tensor:
-    """Mask for the unconditional branch [B, T] under a policy of reference/sana.md §5.6.
+    """Mask for the unconditional branch [B, T] under a policy of docs/ARCHITECTURE.md §9.
 
     "diffusers": the negative prompt's own mask. "nvlabs": the positive prompt's mask ([1 or B, T']) over the first
     min(T, T') positions (the official app runs "" with the positive mask), the negative's own mask beyond.
@@ -359,7 +359,7 @@ def _load_glyph_branch(byt5_path, projector_path, llm_projector, llm_hidden: int
 
 def load_text_encoder(llm_path, byt5_path=None, projector_path=None, dtype=torch.float32, device="cpu",
                       glyph_dtype=torch.float32) -> SanaTextEncoder:
-    """Load the Sana text encoder (DESIGN.md §4b).
+    """Load the Sana text encoder (docs/ARCHITECTURE.md §11).
 
     llm_path: Gemma-2-2b-it folder or single file; byt5_path: ByT5 glyph encoder file/folder or None; projector_path:
     glyph projector file or None (then ``glyph_projector.*`` keys inside the LLM or ByT5 file are used). Without

@@ -2,7 +2,7 @@
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import controlnet_nodes, dit_nodes, lora_hook, pe_nodes, sampling_nodes, text_nodes, vae_nodes
+from . import controlnet_nodes, dit_nodes, lora_hook, pe_nodes, replacements, sampling_nodes, text_nodes, vae_nodes
 
 NODE_MODULES = (dit_nodes, text_nodes, vae_nodes, sampling_nodes, pe_nodes, controlnet_nodes)  # menu order
 
@@ -15,6 +15,9 @@ class SanaExtension(ComfyExtension):
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [node for module in NODE_MODULES for node in module.NODES]
+
+    async def on_load(self) -> None:
+        replacements.register_node_replacements()  # ComfyUI >= 0.14 only: ExtraModels Sana ids -> these nodes
 
 
 async def comfy_entrypoint() -> SanaExtension:

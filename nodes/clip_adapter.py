@@ -1,9 +1,10 @@
 """The Sana text encoder as a real ``comfy.sd.CLIP``, so stock CLIPTextEncode produces Sana conditioning.
 
-Tokenizer and text-encoder classes for a ``ClipTarget`` (reference/comfyui.md §2.5): tokenisation (CHI prefix,
-300-token limit, quoted-text extraction) happens in ``tokenize_with_weights``; ``encode_token_weights`` runs Gemma-2
-(+ ByT5 and the projector) and returns ``(cond [1, T, 2304], None, {"attention_mask": mask [1, T]})``, so CONDITIONING
-is ``[[cond, {"pooled_output": None, "attention_mask": mask}]]`` with glyph tokens already projected and appended.
+Tokenizer and text-encoder classes for a ``ClipTarget`` (ComfyUI ``comfy/supported_models_base.py``, ``comfy/sd.py``
+CLIP): tokenisation (CHI prefix, 300-token limit, quoted-text extraction) happens in ``tokenize_with_weights``;
+``encode_token_weights`` runs Gemma-2 (+ ByT5 and the projector) and returns ``(cond [1, T, 2304], None,
+{"attention_mask": mask [1, T]})``, so CONDITIONING is ``[[cond, {"pooled_output": None, "attention_mask": mask}]]``
+with glyph tokens already projected and appended.
 
 CHI and negative prompts: CLIPTextEncode cannot tell a positive from a negative prompt. The CLIP applies the NVlabs CHI
 to every non-empty prompt and encodes the empty prompt "" (after stripping) without CHI, which is exactly how both

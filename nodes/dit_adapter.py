@@ -1,6 +1,6 @@
 """ComfyUI adapter of the Sana DiT: the supported-model config, the BaseModel subclass and the loading recipe.
 
-Follows comfy.sd.load_diffusion_model_state_dict (reference/comfyui.md §1.7): the state dict is read and converted to
+Follows ComfyUI comfy/sd.py load_diffusion_model_state_dict: the state dict is read and converted to
 original Sana names by models/dit_checkpoint.py, the unet dtype and manual-cast dtype come from
 comfy.model_management, BaseModel builds the DiT with comfy.ops (fp8 weights, manual cast, low-VRAM offload and LoRA
 patches), and the result is a ModelPatcher. ModelType.FLOW + multiplier 1000 feeds the DiT timesteps = sigma * 1000.
@@ -22,13 +22,14 @@ import torch
 from ..models.dit import DEFAULT_SPRINT_GUIDANCE, SanaDiT, SanaDiTConfig
 from ..models.dit_checkpoint import describe_config, finish_state_dict, load_state_dict_and_config
 from ..models.dit_files import inference_dtypes
+from ..models.weights_file import check_finite
 from .latent_format import SanaLatentFormat
 
 # ComfyUI budgets dtype_size * 0.01 MiB * factor per latent token (model_base.memory_required). The peak per token of
 # a Sana 1.6B block is about 6h (GLU conv outputs, h = 5600) + 20 heads * 300 text tokens + 5C (C = 2240) elements,
 # about 50.8k elements = 4.8 * 0.01 MiB; 5.0 keeps a small margin.
 MEMORY_USAGE_FACTOR = 5.0
-TIMESTEP_MULTIPLIER = 1000  # DESIGN.md §3: the DiT gets sigma * 1000
+TIMESTEP_MULTIPLIER = 1000  # the DiT gets sigma * 1000 (models/dit.py SanaDiT.forward)
 
 
 class SanaDiTComfy(SanaDiT):
@@ -105,18 +106,31 @@ def _pick_dtypes(sd: dict, model_config, load_device, weight_dtype, model_option
     return unet_dtype, mm.unet_manual_cast(unet_dtype, load_device, model_config.supported_inference_dtypes)
 
 
-def _build_and_load(model_config, sd: dict, source: str):
+def _build_and_load(model_config, sd: dict, source: str, check: bool):
     """BaseModel with the weights in. Default operations: the DiT is built on the meta device and the (already cast)
     tensors are assigned, so host RAM holds one copy of the weights. Custom operations (GGUF, quantised files) get
     core's path: build on the host, then `load_model_weights` (the keys were already checked strictly)."""
     if model_config.custom_operations is not None:
         model = model_config.get_model(sd, "")
-        model.load_model_weights(finish_state_dict(sd, None, source), "")
+        model.load_model_weights(finish_state_dict(sd, None, source, check), "")
         return model
     model = model_config.get_model(sd, "", device="meta")
     targets = {k: v.dtype for k, v in model.diffusion_model.state_dict().items()}
-    model.diffusion_model.load_state_dict(finish_state_dict(sd, targets, source), strict=True, assign=True)
+    model.diffusion_model.load_state_dict(finish_state_dict(sd, targets, source, check), strict=True, assign=True)
     return model
+
+
+def finite_check_on_load(source: str):
+    """ModelPatcher ON_LOAD callback refusing non-finite weights once, on the device they were loaded to: on a GPU
+    this pass costs milliseconds, while on the host it is a full pass over the weights (done at load instead)."""
+    state = {"done": False}
+
+    def check(patcher, *args):
+        if not state["done"]:
+            patched = " (with its patches, e.g. LoRAs, applied)" if patcher.patches else ""
+            check_finite(patcher.model.diffusion_model.state_dict(), f"{source}{patched}")
+            state["done"] = True
+    return check
 
 
 def load_sana_dit(path, weight_dtype: torch.dtype | None = None, reference: str = "nvlabs",
@@ -139,8 +153,12 @@ def load_sana_dit(path, weight_dtype: torch.dtype | None = None, reference: str 
     model_config.custom_operations = model_options.get("custom_operations")
     if model_options.get("fp8_optimizations", False):
         model_config.optimizations["fp8"] = True
-    model = _build_and_load(model_config, sd, str(path)).to(offload_device)
+    check_now = load_device.type == "cpu"  # else on the GPU when ComfyUI first loads the weights there
+    model = _build_and_load(model_config, sd, str(path), check_now).to(offload_device)
     logging.info("Sana DiT %s: %s; weight dtype %s, compute dtype %s (supported: %s)", path,
                  describe_config(dit_config), unet_dtype, manual_cast_dtype or unet_dtype,
                  model_config.supported_inference_dtypes)
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    if not check_now:
+        patcher.add_callback(comfy.patcher_extension.CallbacksMP.ON_LOAD, finite_check_on_load(str(path)))
+    return patcher

@@ -1,5 +1,5 @@
 """DiT nodes: SanaDiTLoader loads any Sana-family transformer from `diffusion_models` as a native MODEL; SanaPAG adds
-the official app's perturbed-attention guidance (reference/sana.md §6.7)."""
+the official app's perturbed-attention guidance (NVlabs/Sana app/sana_pipeline.py, PAG)."""
 
 import comfy.samplers
 import folder_paths
@@ -12,7 +12,7 @@ from .common import CATEGORY, misplaced_note, notify_ui, resolve_model_file
 from .dit_adapter import load_sana_dit
 
 FOLDER = "diffusion_models"
-WRONG_FOLDERS = ("checkpoints", "unet")  # where users put DiT files by habit; listed in the description and errors
+WRONG_FOLDERS = ("checkpoints",)  # where users put DiT files by habit (models/unet is part of diffusion_models)
 WEIGHT_DTYPES = {"default": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
                  "fp8_e4m3fn": torch.float8_e4m3fn}
 RESOLUTION_OPTIONS = ["auto", *map(str, RESOLUTIONS)]
@@ -30,7 +30,7 @@ class SanaDiTLoader(io.ComfyNode):
             node_id="SanaDiTLoader",
             display_name="Load Sana DiT",
             category=CATEGORY + "/loaders",
-            description=DESCRIPTION + "".join(misplaced_note(f, FOLDER) for f in WRONG_FOLDERS[:1]),
+            description=DESCRIPTION + "".join(misplaced_note(f, FOLDER) for f in WRONG_FOLDERS),
             inputs=[
                 io.Combo.Input("dit_name", options=folder_paths.get_filename_list(FOLDER), tooltip="An original "
                                "NVlabs file (e.g. Sana_1600M_1024px_BF16.pth) or the weights file of a diffusers "

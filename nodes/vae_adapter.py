@@ -1,7 +1,7 @@
 """ComfyUI adapter of the DC-AE: a `comfy.sd.VAE` subclass that fills the VAE attribute contract, and preview fitting.
 
-`comfy.sd.VAE.__init__` picks an architecture from state-dict keys, and a DC-AE state dict would fall into its SD
-AutoencoderKL branch (reference/comfyui.md §1.7), so `SanaVAE.__init__` does not call it: it sets every attribute the
+`comfy.sd.VAE.__init__` (ComfyUI `comfy/sd.py`) picks an architecture from state-dict keys, and a DC-AE state dict
+would fall into its SD AutoencoderKL branch, so `SanaVAE.__init__` does not call it: it sets every attribute the
 inherited methods read (the same names and defaults as core, DC-AE values where they differ) and keeps core's
 `decode`, `encode`, `decode_tiled`, `encode_tiled` and out-of-memory fallback untouched. Stock VAEDecode, VAEEncode,
 VAEDecodeTiled and VAEEncodeTiled therefore work unchanged. The DC-AE module itself tiles when its memory estimate

@@ -8,7 +8,8 @@ Exports (DESIGN.md §4b): ``flow_dpm_solver`` (= ``sample_flow_dpm_solver``), ``
 ``sample_sana_scm``, ``reference_noise_sampler``; schedules ``sana_sigmas``, ``flow_euler_sigmas``, ``sprint_sigmas``,
 ``trigflow_to_flow_time``; shift helpers ``time_snr_shift``, ``sd3_resolution_shift``, ``token_count_shift``,
 ``resolve_shift`` (``SHIFT_MODES``), ``image_size_of_latent``, ``half_log_snr``; ``flow_start_state`` (the
-reference's unscaled-noise start).
+reference's unscaled-noise start); input checks ``check_flow_sigmas``, ``check_trigflow_angles`` (guards.py: every
+sampler refuses non-finite sigmas or sigmas outside [0, 1]).
 """
 
 from .flow_dpm_solver import flow_start_state, half_log_snr, sample_flow_dpm_solver

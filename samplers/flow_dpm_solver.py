@@ -22,6 +22,8 @@ import math
 import torch
 from tqdm.auto import trange
 
+from .guards import check_flow_sigmas
+
 SUPPORTED_ORDERS = (1, 2, 3)  # DPM-Solver++ multistep orders (NVlabs multistep_dpm_solver_update)
 MIDPOINT_WEIGHT = 0.5  # "dpmsolver" (midpoint) 2nd-order weight on D1 (NVlabs multistep_dpm_solver_second_update)
 PHI3_OFFSET = 0.5  # φ3 = φ2/h − 1/2!, the Taylor term of the 3rd-order update (DPM-Solver++ §3, NVlabs third_update)
@@ -96,6 +98,7 @@ def sample_flow_dpm_solver(model, x, sigmas, extra_args=None, callback=None, dis
         raise ValueError(f"flow_dpm_solver: order must be one of {SUPPORTED_ORDERS}, got {order!r}.")
     extra_args = {} if extra_args is None else extra_args
     sigma_list = [float(s) for s in sigmas]
+    check_flow_sigmas(sigma_list, "flow_dpm_solver")  # finite, within [0, 1] (guards.py)
     _check_sigmas(sigma_list)
     lambdas = [half_log_snr(s) for s in sigma_list]
     n, s_in = len(sigma_list) - 1, x.new_ones([x.shape[0]])

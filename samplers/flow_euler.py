@@ -13,6 +13,8 @@ member of Flow-DPM-Solver: DPM-Solver++(1) in flow variables is exactly this Eul
 import torch
 from tqdm.auto import trange
 
+from .guards import check_flow_sigmas
+
 
 @torch.no_grad()
 def sample_flow_euler(model, x, sigmas, extra_args=None, callback=None, disable=None):
@@ -22,6 +24,7 @@ def sample_flow_euler(model, x, sigmas, extra_args=None, callback=None, disable=
     n model evaluations.
     """
     extra_args = {} if extra_args is None else extra_args
+    check_flow_sigmas(sigmas, "flow_euler")  # finite, within [0, 1] (guards.py)
     s_in = x.new_ones([x.shape[0]])
     for i in trange(len(sigmas) - 1, disable=disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]

@@ -20,6 +20,8 @@ Guidance: Sprint is guidance-distilled; the guidance scale reaches the DiT throu
 import torch
 from tqdm.auto import trange
 
+from .guards import check_flow_sigmas
+
 
 def reference_noise_sampler(x: torch.Tensor, seed=None):
     """Fresh-noise source for the sCM re-noising steps: ``noise_sampler(sigma, sigma_next) -> [B, ...] like x``.
@@ -47,6 +49,7 @@ def sample_sana_scm(model, x, sigmas, extra_args=None, callback=None, disable=No
     Returns the data estimate x0 [B, C, H, W]. n model evaluations, 1–4 in practice.
     """
     extra_args = {} if extra_args is None else extra_args
+    check_flow_sigmas(sigmas, "sana_scm")  # finite, within [0, 1] (guards.py)
     if noise_sampler is None:
         noise_sampler = reference_noise_sampler(x, extra_args.get("seed"))
     s_in = x.new_ones([x.shape[0]])

@@ -4,7 +4,7 @@ Usage (from the ComfyUI folder, the one holding models/):
     python custom_nodes/sana-native/scripts/fetch_models.py            # the main job: Sana 1.6B 1024 px (~12.9 GB)
     python custom_nodes/sana-native/scripts/fetch_models.py --list     # only report, never download
     python custom_nodes/sana-native/scripts/fetch_models.py --workflow custom_nodes/sana-native/workflows/X.json
-    python custom_nodes/sana-native/scripts/fetch_models.py --all      # every shipped workflow (~38 GB)
+    python custom_nodes/sana-native/scripts/fetch_models.py --all      # every shipped workflow (~45 GB)
 
 Files that already exist are skipped. Downloads go through ``huggingface_hub`` (resumable, with progress bars) from
 ungated repositories into a staging folder outside models/ (``SANA_FETCH_CACHE``, default
@@ -74,7 +74,8 @@ MODEL_SOURCES = {
     "text_encoders/gemma-2-2b-it": ModelSource(
         "Efficient-Large-Model/gemma-2-2b-it", "", 5.23, allow_patterns=GEMMA_FOLDER_FILES),
     "text_encoders/gemma_2_2b_it_elm_bf16.safetensors": ModelSource(
-        "Comfy-Org/PixelDiT", "text_encoders/gemma_2_2b_it_elm_bf16.safetensors", 5.23),
+        "Comfy-Org/PixelDiT", "text_encoders/gemma_2_2b_it_elm_bf16.safetensors", 5.23,
+        "Sana's Gemma-2-2b-it repackaged by Comfy-Org (tokenizer embedded); path in the repo not checked offline"),
     "text_encoders/byt5_small_glyphxl_fp16.safetensors": ModelSource(
         "Comfy-Org/HunyuanImage_2.1_ComfyUI", "split_files/text_encoders/byt5_small_glyphxl_fp16.safetensors", 0.44,
         "size estimated from the tensor shapes in fp16"),

@@ -125,3 +125,24 @@ def test_script_prints_changes_and_unmapped(tmp_path):
     bad = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "missing.json"), str(tmp_path / "x.json")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "missing.json" in bad.stderr
+
+
+def test_node_replacements_register_without_old_nodes():
+    registered = []
+
+    class FakeNodeReplace:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class FakeModule:
+        NodeReplace = FakeNodeReplace
+
+        @staticmethod
+        def register(replacement):
+            registered.append(replacement.kwargs)
+
+    old_ids = em.register_node_replacements(FakeModule)
+    assert set(old_ids) <= em.EXTRAMODELS_NODE_IDS and len(old_ids) == len(registered) == len(em.NODE_REPLACEMENTS)
+    assert not {r["new_node_id"] for r in registered} & em.EXTRAMODELS_NODE_IDS
+    chi = {r["old_node_id"]: m["set_value"] for r in registered for m in r["input_mapping"] if m["new_id"] == "chi"}
+    assert chi == {"SanaTextEncode": em.POSITIVE_CHI, "GemmaTextEncode": em.NEGATIVE_CHI}

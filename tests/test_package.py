@@ -71,6 +71,16 @@ def test_pyproject_registry_metadata():
     assert "icon.png" not in icon or (ROOT / "icon.png").is_file(), "Icon points to an icon.png the repository lacks"
 
 
+def test_pyproject_lists_every_runtime_package():
+    """The packages of `pip install` are listed by hand (the root is the package): none may be forgotten."""
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    on_disk = {"sana_native"} | {f"sana_native.{p.parent.relative_to(ROOT).as_posix().replace('/', '.')}"
+                                 for p in ROOT.glob("*/**/__init__.py")
+                                 if p.relative_to(ROOT).parts[0] not in ("tests",) and not p.relative_to(ROOT)
+                                 .parts[0].startswith(".")}
+    assert sorted(packages) == sorted(on_disk), f"pyproject [tool.setuptools] packages {packages} != {on_disk}"
+
+
 def _requirement_names(lines):
     return sorted(re.split(r"[<>=!~ ;\[]", line.strip(), maxsplit=1)[0].lower() for line in lines
                   if line.strip() and not line.strip().startswith("#"))
@@ -137,8 +147,15 @@ def test_pip_install_editable_provides_sana_native(tmp_path):
     """`pip install -e .` (no deps, no build isolation) in a throwaway venv that borrows this environment's packages."""
     pytest.importorskip("setuptools")
     pytest.importorskip("pip")
-    source = tmp_path / "pack"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "tests", "__pycache__", "*.egg-info"))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = project["tool"]["setuptools"]["packages"]
+    source = tmp_path / "pack"  # only what the package declares: a package missing from the list fails the import
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE", "requirements.txt", "__init__.py"):
+        shutil.copy(ROOT / name, source / name)
+    for package in packages[1:]:
+        folder = package.split(".", 1)[1].replace(".", "/")
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -148,7 +165,8 @@ def test_pip_install_editable_provides_sana_native(tmp_path):
     install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                               "--disable-pip-version-check", "-e", str(source)], capture_output=True, text=True)
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
-    probe = "import sana_native, sana_native.models as m, sana_native.samplers; print(m.__file__, sana_native.__all__)"
+    probe = ("import sana_native, sana_native.models as m, sana_native.samplers, sana_native.compat; "
+             "print(m.__file__, sana_native.__all__)")
     out = subprocess.run([str(python), "-c", probe], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert str(source / "models" / "__init__.py") in out.stdout and "['models', 'samplers']" in out.stdout

@@ -8,9 +8,12 @@ Files (random weights, real layouts, written to --workdir, reused when present):
 - with --with-4p8b, Sana 1.5 4.8B as an original-layout bf16 safetensors file (9.6 GB), run only when
   MemAvailable > 1.5 x its size.
 
-Each case runs in its own subprocess: peak RSS = ru_maxrss after the load minus ru_maxrss before it (after imports).
+Each case runs in its own subprocess: peak RSS = the kernel's peak mark (VmHWM, reset after the imports) minus the
+RSS before the load.
 The page cache is warm (files were just written or read); the finite-weights check is timed again on resident data
-to give its share of the load time. Prints one JSON object per line, e.g.
+to give its share of the load time, and for every case one pass over all weights after the load gives the time and peak
+RSS until every weight was read (diffusers, like the pack, maps safetensors lazily). Prints one JSON object per line,
+e.g.
 {"case": "pack_pth_fp32_to_bf16", "load_s": 9.1, "peak_rss_gb": 3.3, "weights_gb": 3.2, "peak_over_weights": 1.03}
 
 Run: python tests/benchmarks/bench_load.py --workdir /tmp/sana-bench [--with-4p8b] [--depth N (smaller, for a try)]
@@ -20,7 +23,6 @@ Needs ComfyUI (COMFYUI_PATH, default ../ComfyUI or /work/shared/ComfyUI) and dif
 import argparse
 import json
 import os
-import resource
 import struct
 import subprocess
 import sys
@@ -116,8 +118,17 @@ def make_4800m(workdir: Path) -> Path:
     return path
 
 
-def _maxrss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+
+def _reset_peak() -> int:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0: `echo 5 > /proc/self/clear_refs`) and return the current RSS,
+    so that the import peak does not hide the load's peak."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_bytes("VmRSS")
 
 
 def _load_pack(path: str, dtype: str):
@@ -141,24 +152,27 @@ def _load_diffusers(path: str, dtype: str):
 
 
 def run_case(kind: str, path: str, dtype: str) -> dict:
-    """In this (fresh) process: load once, report time and peak RSS above the post-import baseline."""
+    """In this (fresh) process: load once, report time and peak RSS (VmHWM) above the RSS before the load."""
     load = _load_pack(path, dtype) if kind == "pack" else _load_diffusers(path, dtype)
-    base = _maxrss()
+    base = _reset_peak()
     start = time.perf_counter()
     model = load()
     load_s = time.perf_counter() - start
-    peak = _maxrss() - base
+    peak = _status_bytes("VmHWM") - base
     sd = model.state_dict()
     weights = sum(t.numel() * t.element_size() for t in sd.values())
-    out = {"load_s": round(load_s, 2), "peak_rss_gb": round(peak / GB, 3), "weights_gb": round(weights / GB, 3),
-           "peak_over_weights": round(peak / weights, 3), "target_dtype": str(next(iter(sd.values())).dtype)}
-    if kind == "pack":
-        from models.weights_file import check_finite
+    from models.weights_file import check_finite
 
-        start = time.perf_counter()
-        check_finite(sd, path)
-        out["finite_check_s"] = round(time.perf_counter() - start, 2)
-        out["finite_check_share"] = round(out["finite_check_s"] / load_s, 4)
+    start = time.perf_counter()
+    check_finite(sd, path)  # one pass over every weight: forces the read of lazily mapped files
+    pass_s = time.perf_counter() - start
+    peak_read = _status_bytes("VmHWM") - base
+    out = {"load_s": round(load_s, 2), "peak_rss_gb": round(peak / GB, 3), "weights_gb": round(weights / GB, 3),
+           "peak_over_weights": round(peak / weights, 3), "target_dtype": str(next(iter(sd.values())).dtype),
+           "pass_over_weights_s": round(pass_s, 2), "ready_s": round(load_s + pass_s, 2),
+           "peak_after_full_read_over_weights": round(peak_read / weights, 3)}
+    if kind == "pack":  # the pack's load already ran this check once; the pass above is on resident data
+        out["finite_check_share_of_load"] = round(pass_s / load_s, 4)
     return out
 
 
@@ -169,7 +183,7 @@ def _subprocess(name: str, kind: str, path: Path, dtype: str, timeout: int) -> d
     result = json.loads(lines[-1]) if done.returncode == 0 and lines else {"error": done.stderr[-800:]}
     result = {"case": name, "file": path.name, "file_gb": round(_size(path) / GB, 3), **result}
     if "peak_over_weights" in result:
-        result["meets_goal"] = result["peak_over_weights"] <= GOAL
+        result["meets_goal"] = max(result["peak_over_weights"], result["peak_after_full_read_over_weights"]) <= GOAL
     return result
 
 

@@ -12,7 +12,8 @@ the fp16 code path and clip guards, not a trained model's activations).
 DC-AE f32c32 (real config, random weights, bf16): decode of 1024^2 and tiled 4096^2 (512 px tiles, 128 px overlap;
 diffusers `enable_tiling(512, 512, 384, 384)`): latency and peak VRAM, ours vs diffusers.
 
-Prints one JSON document (and writes it to `--out`). `--smoke` runs tiny sizes on the CPU (tests/test_gpu_check_smoke.py).
+Prints one JSON document (and writes it to `--out`). `--smoke` runs tiny sizes on the CPU, one thread, bf16 only
+(tests/test_gpu_check_smoke.py).
 Run on a GPU: COMFYUI_PATH=/path/to/ComfyUI python tests/benchmarks/gpu_check.py --out result.json
 (on the project's lent machine: bash tests/benchmarks/gpu_run.sh, prepared by tests/benchmarks/gpu_prepare.sh).
 """
@@ -42,6 +43,17 @@ CFG_SCALE = 4.5
 MATMUL_SIDE = 8192  # bf16 roofline probe (a sustained dense matmul rate, measured in this process)
 DCAE_TILE, DCAE_OVERLAP = 16, 4  # latent pixels (models/tiling.py defaults)
 GIB = 2**30
+# diffusers `scripts/convert_dcae_to_diffusers.py::get_ae_config("dc-ae-f32c32-sana-1.0")` (as tests/fixtures/dcae.py).
+DCAE_DIFFUSERS_CONFIG = dict(
+    in_channels=3, latent_channels=32, attention_head_dim=32,
+    encoder_block_types=["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
+    decoder_block_types=["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
+    encoder_block_out_channels=[128, 256, 512, 512, 1024, 1024],
+    decoder_block_out_channels=[128, 256, 512, 512, 1024, 1024],
+    encoder_layers_per_block=[2, 2, 2, 3, 3, 3], decoder_layers_per_block=[3, 3, 3, 3, 3, 3],
+    encoder_qkv_multiscales=[[], [], [], [5], [5], [5]], decoder_qkv_multiscales=[[], [], [], [5], [5], [5]],
+    upsample_block_type="interpolate", downsample_block_type="Conv", decoder_norm_types="rms_norm",
+    decoder_act_fns="silu", scaling_factor=0.41407)
 
 
 def import_pack(comfyui: str, cpu: bool):
@@ -141,7 +153,7 @@ def caption(device, valid: int, dtype=torch.float32) -> tuple:
 
 
 def step_stats(stamps: list, flops: float, peak: float | None, finite: bool) -> dict:
-    steps = sorted(b - a for a, b in zip(stamps[1:], stamps[2:]))  # drop the first step (warm-up effects)
+    steps = sorted(b - a for a, b in zip(stamps[1:], stamps[2:], strict=False))  # drop the first step (warm-up effects)
     step_s = steps[len(steps) // 2] if steps else stamps[-1] - stamps[0]
     return {"step_ms": round(step_s * 1e3, 3), "total_s": round(stamps[-1] - stamps[0], 3),
             "tflops": round(flops / step_s / 1e12, 2), "peak_vram_gib": peak, "finite": finite}
@@ -237,9 +249,7 @@ def dcae_models(pack, device, dtype, smoke: bool):
     """(ours, diffusers) DC-AE f32c32 with the same seeded weights (tiny widths in smoke mode)."""
     from diffusers import AutoencoderDC
 
-    from tests.fixtures.dcae import SANA_DCAE_DIFFUSERS_CONFIG
-
-    config = dict(SANA_DCAE_DIFFUSERS_CONFIG)
+    config = dict(DCAE_DIFFUSERS_CONFIG)
     if smoke:
         config.update(encoder_block_out_channels=[32] * 6, decoder_block_out_channels=[32] * 6,
                       encoder_layers_per_block=[1] * 6, decoder_layers_per_block=[1] * 6)
@@ -276,7 +286,7 @@ def check_dcae(pack, args, device) -> list:
         if tiling:
             ref.enable_tiling(tile * 32, tile * 32, (tile - overlap) * 32, (tile - overlap) * 32)
         row = {"figure": "dcae_decode", "size": side, "tiled": tiling, "dtype": "bf16",
-               "ours": time_decode(lambda z: ours.decode(z, tiling=tiled if tiling else full), latent, device),
+               "ours": time_decode(lambda z, t=tiled if tiling else full: ours.decode(z, tiling=t), latent, device),
                "diffusers": time_decode(lambda z: ref.decode(z, return_dict=False)[0], latent, device)}
         row["ratio"] = round(row["ours"]["seconds"] / row["diffusers"]["seconds"], 3)
         rows.append(row)
@@ -288,7 +298,7 @@ def parse_args(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (the CI test)")
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder (COMFYUI_PATH)")
     parser.add_argument("--models", default=None, help="comma list of 600M,1.6B,4.8B (default all; smoke: tiny)")
-    parser.add_argument("--dtypes", default="bf16,fp16")
+    parser.add_argument("--dtypes", default=None, help="comma list of bf16,fp16 (default both; smoke: bf16)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default 20; smoke 3)")
     parser.add_argument("--size", type=int, default=None, help="image side of the DiT runs (default 1024)")
     parser.add_argument("--valid-tokens", type=int, default=120, help="caption tokens kept by the mask (of 300)")
@@ -297,9 +307,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     table = SMOKE_MODELS if args.smoke else MODELS
     args.models = {name: table[name] for name in (args.models.split(",") if args.models else table)}
-    args.steps = args.steps or (3 if args.smoke else 20)
+    args.dtypes = (args.dtypes or ("bf16" if args.smoke else "bf16,fp16")).split(",")
+    args.steps = args.steps or (2 if args.smoke else 20)
     args.size = args.size or (128 if args.smoke else 1024)
-    args.dcae_size, args.dcae_tiled_size = (64, 256) if args.smoke else (1024, 4096)
+    args.dcae_size, args.dcae_tiled_size = (64, 192) if args.smoke else (1024, 4096)
     if not args.comfyui or not Path(args.comfyui, "comfy").is_dir():
         raise SystemExit(f"gpu_check: no ComfyUI at --comfyui/COMFYUI_PATH '{args.comfyui}'; pass the folder that "
                          "holds comfy/ (tests/benchmarks/gpu_prepare.sh copies one to .gpu/ComfyUI)")
@@ -310,6 +321,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     pack = import_pack(args.comfyui, cpu=device.type == "cpu")
+    if args.smoke:
+        torch.set_num_threads(1)  # tiny tensors: threads only add barrier waits on a shared CI machine
     torch.set_grad_enabled(False)
     started = time.perf_counter()
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -317,7 +330,7 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         report["matmul_bf16_tflops"] = round(matmul_tflops(device, MATMUL_SIDE), 1)
     for name, size in args.models.items():
-        for dtype_name in args.dtypes.split(","):
+        for dtype_name in args.dtypes:
             row = check_dit(pack, name, size, dtype_name, args, device)
             if "matmul_bf16_tflops" in report:
                 row["comfyui"]["roofline_fraction"] = round(row["comfyui"]["tflops"] / report["matmul_bf16_tflops"], 3)

@@ -203,6 +203,71 @@ SHIPPED = {
 }
 
 
+LORA_FILE = "pytorch_lora_weights.safetensors"  # what diffusers' train_dreambooth_lora_sana.py writes
+DIT_600M = "Sana_600M_1024px.pth"  # the base NVlabs trained the 600M ControlNet on (Sana_600M_img1024_controlnet.yaml)
+CONTROLNET_600M = "Sana_600M_1024px_ControlNet_HED.pth"
+CONTROLNET_1600M = "Sana_1600M_1024px_BF16_ControlNet_HED.pth"
+EDGE_NOTE = ("The hint is an edge map of the LoadImage picture. Stock Canny works; for the soft edges the HED "
+             "ControlNet was trained on, replace Canny by HEDPreprocessor (or PiDiNetPreprocessor / "
+             "TEEDPreprocessor) from comfyui_controlnet_aux (Fannovel16), or load a ready-made edge map. Connect "
+             "the Sana VAE to Apply ControlNet: it encodes the hint with the DC-AE. Strength 1.0 as diffusers' "
+             "SanaControlNetPipeline; 0.5-0.8 follows the edges more loosely.")
+
+
+def lora_1600m() -> Graph:
+    """Sana 1.6B + a LoRA through the stock LoraLoaderModelOnly: diffusers/PEFT Sana LoRAs (SanaPipeline
+    save_lora_weights, train_dreambooth_lora_sana.py), kohya-style and original-name LoRAs all load; chain more
+    loaders to stack LoRAs."""
+    g = Graph()
+    model = g.node("SanaDiTLoader", dit_name=DIT_1600M, weight_dtype="default")
+    model = g.node("LoraLoaderModelOnly", model=model[0], lora_name=LORA_FILE, strength_model=1.0)
+    clip = g.node("SanaTextEncoderLoader", llm_name=LLM, byt5_name="none", projector_name="none", device="default")
+    positive = g.node("CLIPTextEncode", clip=clip[0], text="a portrait of a corgi astronaut, studio lighting")
+    negative = g.node("CLIPTextEncode", clip=clip[0], text=NEGATIVE)
+    latent = g.node("EmptySanaLatent", width=1024, height=1024, batch_size=1)
+    samples = g.node("KSampler", model=model[0], positive=positive[0], negative=negative[0], latent_image=latent[0],
+                     seed=42, steps=20, cfg=4.5, sampler_name="flow_dpm_solver", scheduler="sana_flow", denoise=1.0)
+    _decode_and_save(g, samples, g.node("SanaVAELoader", vae_name=VAE, tiling="auto"), "sana_lora")
+    return g
+
+
+def _controlnet(dit: str, controlnet: str, prompt: str, prefix: str) -> Graph:
+    g = Graph()
+    model, positive, negative, vae, image = _editing_inputs(g, dit, prompt)
+    edges = g.node("Canny", image=image[0], low_threshold=0.4, high_threshold=0.8)
+    applied = g.node("ControlNetApplyAdvanced", positive=positive[0], negative=negative[0],
+                     control_net=g.node("SanaControlNetLoader", control_net_name=controlnet)[0], image=edges[0],
+                     strength=1.0, start_percent=0.0, end_percent=1.0, vae=vae[0])
+    latent = g.node("EmptySanaLatent", width=1024, height=1024, batch_size=1)
+    samples = g.node("KSampler", model=model[0], positive=applied[0], negative=applied[1], latent_image=latent[0],
+                     seed=42, steps=20, cfg=4.5, sampler_name="flow_dpm_solver", scheduler="sana_flow", denoise=1.0)
+    _decode_and_save(g, samples, vae, prefix)
+    return g
+
+
+def controlnet_hed_600m() -> Graph:
+    """Sana 600M + the HED ControlNet: SanaControlNetLoader and the stock Apply ControlNet (Advanced)."""
+    return _controlnet(DIT_600M, CONTROLNET_600M, "a cozy cabin in a snowy forest, warm light", "sana_controlnet")
+
+
+def controlnet_hed_1600m() -> Graph:
+    """Sana 1.6B + the HED ControlNet: SanaControlNetLoader and the stock Apply ControlNet (Advanced)."""
+    return _controlnet(DIT_1600M, CONTROLNET_1600M, "a cozy cabin in a snowy forest, warm light", "sana_controlnet")
+
+
+SHIPPED.update({
+    "sana_1600m_lora.json": (lora_1600m, DIT_1600M, "Put the LoRA in models/loras/ and pick it in Load LoRA; "
+                             "strength 1.0 is what diffusers applies. Steps 20, CFG 4.5, flow_dpm_solver + "
+                             "sana_flow. The log names any LoRA key that did not map ('lora key not loaded')."),
+    "sana_600m_controlnet_hed.json": (controlnet_hed_600m, f"{DIT_600M} (and {CONTROLNET_600M} -> models/controlnet/)",
+                                      "Steps 20, CFG 4.5, flow_dpm_solver + sana_flow, shift 4.0 from the model. "
+                                      + EDGE_NOTE),
+    "sana_1600m_controlnet_hed.json": (controlnet_hed_1600m,
+                                       f"{DIT_1600M} (and {CONTROLNET_1600M} -> models/controlnet/)",
+                                       "Steps 20, CFG 4.5, flow_dpm_solver + sana_flow, shift 3.0 from the model. "
+                                       + EDGE_NOTE),
+})
+
 def note_for(filename: str) -> str:
     """Text of the Note node inside a shipped workflow."""
     builder, dit, settings = SHIPPED[filename]
