@@ -20,7 +20,7 @@ from .dit import DEFAULT_SAMPLE_SIZE, SanaDiT, SanaDiTConfig, variant_config
 from .dit_files import (EMA_KEY, assumed_resolution_notice, check_keys, ignored_resolution_notice,
                         refuse_diffusers_controlnet, resolution_sample_size, split_controlnet)
 from .pos_embed import sincos_2d
-from .rope import declared_encoding
+from .rope import ENCODINGS, RopeConfig, declared_encoding
 from .weights_file import check_finite, component_folder, convert_dtypes, read_json, read_metadata, read_weights
 
 logger = logging.getLogger(__name__)
@@ -294,15 +294,27 @@ def finish_state_dict(sd: dict, dtypes, source: str, check: bool = True) -> dict
 
 
 def read_pe_metadata(path) -> dict:
-    """Config fields a RoPE checkpoint declares in its safetensors metadata ({"pos_encoding", "rope"}), else {}."""
+    """Config fields a RoPE checkpoint declares in its safetensors metadata ({"pos_encoding", "rope"}), else {}.
+
+    An unknown encoding name or RopeConfig field raises ValueError naming the file, the value and what is known."""
     meta = read_metadata(path)
-    if meta.get(META_POS_ENCODING) != "rope":
+    encoding = meta.get(META_POS_ENCODING)
+    if encoding is not None and encoding not in ENCODINGS:
+        raise ValueError(f"{path}: metadata '{META_POS_ENCODING}' is '{encoding}', expected one of {ENCODINGS}; the "
+                         f"file was written by another tool or a newer version of this pack")
+    if encoding != "rope":
         return {}
     try:
-        return {"pos_encoding": "rope", "rope": json.loads(meta.get(META_ROPE, "{}"))}
+        rope = json.loads(meta.get(META_ROPE, "{}"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: metadata '{META_ROPE}' is not valid JSON ({e}); expected the RopeConfig fields "
                          f"written by save_dit") from e
+    known = {f.name for f in dataclasses.fields(RopeConfig)}
+    unknown = sorted(set(rope) - known) if isinstance(rope, dict) else ["(not a JSON object)"]
+    if unknown:
+        raise ValueError(f"{path}: metadata '{META_ROPE}' has unknown field(s) {unknown}; expected only "
+                         f"{sorted(known)} (RopeConfig written by save_dit)")
+    return {"pos_encoding": "rope", "rope": rope}
 
 
 def save_dit(model: SanaDiT, path, dtype: torch.dtype | None = None) -> None:

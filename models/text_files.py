@@ -121,8 +121,10 @@ def dequantize_fp8(sd: dict, dtype: torch.dtype, source) -> dict:
         if weight_key not in out:
             raise WeightsFileError(f"{source}: scale tensor '{key}' has no weight '{weight_key}'; the scaled-fp8 file "
                                    "is incomplete. Re-download it or use the bf16 file.")
-        scale = out.pop(key).to(torch.float32)
-        out[weight_key] = (out[weight_key].to(torch.float32) * scale).to(dtype)
+        scale, weight = out.pop(key).to(torch.float32), out[weight_key]
+        if scale.numel() > 1:  # one scale per output row, stored as [out] or [out, 1]
+            scale = scale.reshape(-1, *([1] * (weight.dim() - 1)))
+        out[weight_key] = (weight.to(torch.float32) * scale).to(dtype)
     for key, value in out.items():
         if value.dtype in FP8_DTYPES:  # fp8 without a scale: the scale is 1
             out[key] = value.to(dtype)

@@ -11,7 +11,7 @@ to do):
   (`NUMPY_SAFE_GLOBALS`) through `torch.serialization.safe_globals`. `wrapper`: the key of a wrapping dict to return
   (e.g. "state_dict_ema"); None unwraps `{"state_dict": ...}`. `kind` ("DiT", "DC-AE", "text encoder") is used in
   messages.
-- `read_weights_file(path, kind) -> dict`: one file only (no index, no folder rules).
+- `read_weights_file(path, kind, wrapper=None) -> dict`: one file only (no index, no folder rules).
 - `read_metadata(path) -> dict[str, str]`: the safetensors `__metadata__` (empty for other files).
 - `read_torch_file(path) -> object`: the whole unpickled object of a torch file (trainer checkpoints: `state_dict`,
   `state_dict_ema`, optimizer, ...).
@@ -28,6 +28,10 @@ to do):
 - `convert_dtypes(sd, dtypes)`: casts tensors one at a time to the dtype the model wants, releasing each source's
   file pages, so a cast load never holds two copies.
 - `describe_bytes(path) -> str`: what a broken file looks like (empty, HTML page, Git-LFS pointer, truncated, ...).
+
+Messages: "<path>: <what happened> (<low-level error>). The file looks like <describe_bytes>. Re-download '<name>' into
+<folder> ..."; a pickle that would run code: "<path>: loading this file would need to run code stored in it (it
+references <globals>); this node pack never runs code from model files. Use a .safetensors copy ...".
 """
 
 import contextlib
@@ -288,6 +292,9 @@ def read_weights_file(path, kind: str, wrapper: str | None = None) -> dict:
     if not path.is_file():
         raise WeightsFileError(f"{path}: file not found; expected a {kind} weights file")
     if path.suffix in SAFETENSORS_SUFFIXES:
+        if wrapper is not None:
+            raise WeightsFileError(f"{path}: a safetensors file holds one set of weights, not a '{wrapper}' entry "
+                                   f"(that exists only in trainer checkpoints, .pth); turn that option off")
         return read_safetensors(path)
     if path.suffix not in TORCH_SUFFIXES:
         raise WeightsFileError(f"{path}: unsupported {kind} file type '{path.suffix}'; expected one of "
@@ -323,18 +330,26 @@ def read_metadata(path) -> dict:
 def check_finite(sd: dict, source) -> None:
     """Refuse a state dict with NaN or inf in a floating tensor, naming the first such tensor.
 
-    One min/max reduction per tensor (NaN propagates through torch.aminmax), no boolean copy of the weights.
-    """
+    One min/max reduction per tensor (NaN propagates through torch.aminmax), no boolean copy of the weights, and one
+    device synchronisation for the whole state dict (on a GPU the pass costs milliseconds)."""
+    keys, stats = [], []
     for key, tensor in sd.items():
         if not tensor.is_floating_point() or tensor.numel() == 0:
             continue
         values = tensor if tensor.dtype.itemsize > 1 else tensor.float()  # fp8 has no reductions on CPU
-        low, high = torch.aminmax(values)
-        if not (torch.isfinite(low) and torch.isfinite(high)):
-            bad = int((~torch.isfinite(values)).sum())
-            raise WeightsFileError(f"{source}: tensor '{key}' {tuple(tensor.shape)} holds {bad} NaN/inf value(s); "
-                                   f"the file is corrupt (or was saved after a diverged training step). "
-                                   f"Re-download it, or use an earlier checkpoint")
+        keys.append(key)
+        stats.append(torch.stack(torch.aminmax(values)).float())
+    if not stats:
+        return
+    finite = torch.isfinite(torch.stack([s.to(stats[0].device) for s in stats])).all(dim=1)
+    if bool(finite.all()):
+        return
+    key = keys[int((~finite).nonzero()[0, 0])]
+    tensor = sd[key]
+    bad = int((~torch.isfinite(tensor.float())).sum())
+    raise WeightsFileError(f"{source}: tensor '{key}' {tuple(tensor.shape)} holds {bad} NaN/inf value(s); the file "
+                           f"is corrupt (or was saved after a diverged training step). Re-download it, or use an "
+                           f"earlier checkpoint")
 
 
 def convert_dtypes(sd: dict, dtypes) -> dict:

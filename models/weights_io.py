@@ -81,7 +81,12 @@ def read_safetensors(path: Path) -> dict:
             if numel == 0:
                 out[key] = torch.empty(shape, dtype=dtype)
                 continue
-            out[key] = torch.frombuffer(mapped, dtype=dtype, count=numel, offset=data_start + begin).view(shape)
+            offset = data_start + begin
+            if offset % dtype.itemsize:  # misaligned (writers normally align): copy the bytes out
+                raw = torch.frombuffer(mapped, dtype=torch.uint8, count=numel * dtype.itemsize, offset=offset)
+                out[key] = raw.clone().view(dtype).view(shape)
+                continue
+            out[key] = torch.frombuffer(mapped, dtype=dtype, count=numel, offset=offset).view(shape)
         return out
 
 

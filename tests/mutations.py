@@ -1,7 +1,7 @@
-"""On-demand mutation check: each low-precision guard, removed in a temporary copy of the repository, must make a test fail.
+"""On-demand mutation check: removing a low-precision guard in a temporary copy of the repository must fail a test.
 
-Run from the repository root with the test environment's Python (not collected by pytest: the file name does not match
-``test_*.py`` and it is excluded in tests/conftest.py):
+Run from the repository root with the test environment's Python (pytest never collects it: the name does not match
+pytest's ``test_*.py`` pattern):
 
     python tests/mutations.py            # every mutation
     python tests/mutations.py a c        # some of them
@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURE = re.compile(r"^(?:E\s+)?(?:AssertionError: )?(.*max \|a - b\|.*)$", re.MULTILINE)
+# The figure line printed by tests/assertions.py (and repeated in the assertion message).
+FIGURE = re.compile(r"^(?:E\s+)?(?:AssertionError: )?([^\n=]*: (?:max \|a - b\| = |relative L2 error |relative MSE )"
+                    r"[0-9].*)$", re.MULTILINE)
+FAILURE = re.compile(r"^E\s+AssertionError: (.*)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,11 @@ MUTATIONS = (
              r"if self\.fp32_softmax:", "if False:", (f"{LOW}::test_vanilla_cross_attention_low_precision",)),
     Mutation("c", "DC-AE RMSNorm2d statistics in the input dtype", "models/dcae_blocks.py",
              r"(vector_norm\([^)]*?),\s*dtype=torch\.float32", r"\1",
-             ("tests/test_low_precision_dcae.py",)),
+             ("tests/test_low_precision_dcae.py::test_decode_low_precision_matches_fp32",
+              "tests/test_low_precision_dcae.py::test_rms_norm2d_statistics_in_float32")),
     Mutation("d", "analytic latent->RGB factors with the ReLU slope inverted", "models/dcae_preview.py",
              r"relu_slope = gauss_cdf\b", "relu_slope = 1 - gauss_cdf",
-             ("tests/test_dcae_preview.py::test_analytic_factors_predict_decoded_colours",)),
+             ("tests/test_low_precision_dcae.py::test_analytic_preview_factors_are_the_best_linear_fit_of_the_head",)),
 )
 
 
@@ -78,7 +82,8 @@ def _run_tests(root: Path, tests: tuple[str, ...]) -> tuple[bool, list[str]]:
     text = out.stdout + out.stderr
     if out.returncode not in (0, 1):
         print(text[-3000:])
-    return out.returncode == 0, [m.strip() for m in FIGURE.findall(text)]
+    figures = FIGURE.findall(text) + [f"failure: {m}" for m in FAILURE.findall(text) if not FIGURE.match(m)]
+    return out.returncode == 0, list(dict.fromkeys(m.strip().lstrip(".") for m in figures))
 
 
 def check(mutation: Mutation) -> bool:

@@ -12,12 +12,14 @@ from models.dcae import DCAE, DCAEConfig
 from models.dcae_blocks import relu_attention
 from models.dcae_checkpoint import config_from_state_dict, detect_layout, load_dcae, read_dcae_weights
 from tests.fixtures.dcae import DIFFUSERS_DIR, DIFFUSERS_FILE, ORIGINAL_DIR, ORIGINAL_FILE
+from tests.assertions import assert_close, assert_relative_close
 
 # Parity bound (issue 4). Reached: decode ~3e-6 on outputs of magnitude ~1.4; encode ~3e-5 on latents of magnitude
 # ~12 (the encoder has no output norm, so float32 rounding, ~1e-7 relative per op, grows with the residual stream).
 PARITY_ATOL = 1e-4
-# bf16 weights vs float32: bf16 keeps 8 mantissa bits (~4e-3 relative per op) over ~60 layers.
-BF16_RTOL = 0.1
+# bf16 weights vs float32 (relative L2): bf16 keeps 8 mantissa bits (~4e-3 relative per op) over ~60 layers;
+# measured 1.2e-2 on the fixture. The low-precision guards themselves: tests/test_low_precision_dcae.py.
+BF16_RTOL = 2.5e-2
 # Keys of the real files: mit-han-lab model.safetensors (339) and diffusers AutoencoderDC (375); sana.md §4.3-4.4.
 ORIGINAL_KEYS = 339
 DIFFUSERS_KEYS = 375
@@ -125,8 +127,7 @@ def test_dcae_encode_parity(dcae_model, dcae_reference, batch, height, width):
         expected = dcae_reference.encode(image).latent
     latent = dcae_model.encode(image)
     assert latent.shape == (batch, 32, height // 32, width // 32)
-    error = (latent - expected).abs().max().item()
-    assert error <= PARITY_ATOL, f"encode max abs diff {error:.3g} (latent max {expected.abs().max():.3g})"
+    assert_close(latent, expected, PARITY_ATOL, f"encode {batch}x{height}x{width} vs diffusers")
 
 
 @pytest.mark.parametrize(("batch", "height", "width"), SHAPES)
@@ -136,18 +137,20 @@ def test_dcae_decode_parity(dcae_model, dcae_reference, batch, height, width):
         expected = dcae_reference.decode(latent).sample
     image = dcae_model.decode(latent)
     assert image.shape == (batch, 3, height, width)
-    error = (image - expected).abs().max().item()
-    assert error <= PARITY_ATOL, f"decode max abs diff {error:.3g} (image max {expected.abs().max():.3g})"
+    assert_close(image, expected, PARITY_ATOL, f"decode {batch}x{height}x{width} vs diffusers")
 
 
-def test_dcae_bf16_weights_decode_close(dcae_root, dcae_model):
+@torch.no_grad()
+def test_dcae_bf16_weights_decode_close(dcae_model):
+    """The real-width decoder with bf16 weights (a bf16 copy of the session model; loading the file in bf16 is
+    covered by test_dcae_prefixed_state_dict_loads) on a 2x2 latent: stages 4-5 quadratic, stage 3 linear attention."""
     latent = _latents(1, 2, 2)
     reference = dcae_model.decode(latent)
-    bf16 = load_dcae(dcae_root / ORIGINAL_DIR / ORIGINAL_FILE, dtype=torch.bfloat16)
-    image = bf16.decode(latent.bfloat16())
+    bf16 = DCAE(dcae_model.config, dtype=torch.bfloat16, device="meta")  # cast tensor by tensor: +0.6 GB, not +1.2
+    bf16.load_state_dict({k: v.bfloat16() for k, v in dcae_model.state_dict().items()}, assign=True)
+    image = bf16.eval().decode(latent.bfloat16())
     assert image.dtype == torch.bfloat16
-    relative = ((image.float() - reference).norm() / reference.norm()).item()
-    assert relative <= BF16_RTOL, f"bf16 decode relative L2 error {relative:.3g}"
+    assert_relative_close(image.float(), reference, BF16_RTOL, "bf16 decode vs float32")
 
 
 @pytest.mark.parametrize("tokens", [(2, 3), (8, 12)])

@@ -206,3 +206,13 @@ def test_inference_dtypes_per_variant(dit_checkpoints):
     assert inference_dtypes(cfg, torch.float32, "Sana_1600M_1024px.pth") == FP16_OK_DTYPES
     assert inference_dtypes(cfg, torch.float32, "Sana_1600M_1024px_BF16.pth") == BF16_ONLY_DTYPES
     assert inference_dtypes(cfg, torch.bfloat16, "finetune.safetensors") == BF16_ONLY_DTYPES
+
+
+@pytest.mark.parametrize("meta,expected", [({"sana_pos_encoding": "alibi"}, r"'sana_pos_encoding' is 'alibi'"),
+                                           ({"sana_pos_encoding": "rope", "sana_rope": '{"theta": 1, "bogus": 2}'},
+                                            r"'sana_rope' has unknown field\(s\) \['bogus'\]")])
+def test_unknown_position_metadata_refused(tmp_path, meta, expected):
+    path = tmp_path / "Sana_rope_future.safetensors"
+    save_file({"x_embedder.proj.weight": torch.zeros(1)}, str(path), metadata=meta)
+    with pytest.raises(ValueError, match=f"Sana_rope_future.safetensors: metadata {expected}"):
+        load_state_dict_and_config(path)

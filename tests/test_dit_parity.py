@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from models.dit_checkpoint import load_dit
+from tests.assertions import assert_close, max_abs_diff
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -91,9 +92,7 @@ def test_dit_parity_diffusers_mode(ours, references, name):
     model = ours(name, "original", "diffusers")
     x, context, mask = _inputs()
     expected = _reference_output(references[name], name, x, context, mask)
-    diff = (_our_output(model, x, context, mask) - expected).abs().max().item()
-    print(f"parity {name} diffusers-mode max|d|={diff:.3e}")
-    assert diff <= PARITY_TOL, f"{name}: max abs diff {diff:.3e} > {PARITY_TOL}"
+    assert_close(_our_output(model, x, context, mask), expected, PARITY_TOL, f"parity {name} diffusers mode")
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -106,11 +105,11 @@ def test_dit_parity_nvlabs_mode(ours, references, name):
     assert model.config.reference == "nvlabs"
     x, context, mask = _inputs(seed=1)
     result = _our_output(model, x, context, mask)
-    stock = (result - _reference_output(ref, name, x, context, mask)).abs().max().item()
+    stock = max_abs_diff(result, _reference_output(ref, name, x, context, mask))
+    print(f"parity {name} nvlabs mode, stock diffusers cross-norm eps: max |a - b| = {stock:.3e}")
     with _cross_norm_eps(ref, NVLABS_CROSS_EPS):
-        diff = (result - _reference_output(ref, name, x, context, mask)).abs().max().item()
-    print(f"parity {name} nvlabs-mode max|d|={diff:.3e} (stock diffusers cross-norm eps: {stock:.3e})")
-    assert diff <= PARITY_TOL, f"{name}: NVlabs mode max abs diff {diff:.3e} > {PARITY_TOL}"
+        expected = _reference_output(ref, name, x, context, mask)
+    assert_close(result, expected, PARITY_TOL, f"parity {name} nvlabs mode")
 
 
 def test_dit_parity_mask_matters(ours):

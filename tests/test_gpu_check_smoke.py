@@ -35,5 +35,6 @@ def test_gpu_check_smoke_runs_and_reports(tmp_path):
     assert row["comfyui"]["finite"] and row["diffusers"]["finite"], row
     assert row["comfyui"]["step_ms"] > 0 and row["diffusers"]["step_ms"] > 0 and row["gflop_per_step"] > 0
     assert row["forward_rel_diff"] <= BF16_FORWARD_REL_TOL, row
+    assert row["cross_attention_fn"] == "SanaDiTComfy.comfy_attention", "ComfyUI's attention backend is not in use"
     assert [(d["size"], d["tiled"]) for d in report["dcae"]] == [(64, False), (192, True)]
     assert all(d["ours"]["finite"] and d["diffusers"]["finite"] for d in report["dcae"]), report["dcae"]

@@ -27,9 +27,9 @@ KEPT_CAPTION_TOKENS = 200  # the rest is padding, masked out
 QK_GAIN = 2.5
 SEED = 0
 # Relative L2 error bounds (measured: see each test).
-BLOCK_BF16_RTOL = {2240: 1e-2, 1152: 1e-2}
-SELF_ATTENTION_RTOL = {torch.bfloat16: 2e-2, torch.float16: 3e-3}
-CROSS_ATTENTION_RTOL = {torch.bfloat16: 2e-2, torch.float16: 3e-3}
+BLOCK_BF16_RTOL = {2240: 1.3e-2, 1152: 6e-3}  # measured 6.4e-3, 2.9e-3
+SELF_ATTENTION_FP16_RTOL = 1e-3  # measured 2.5e-4; without the fp32 upcast 0.45
+CROSS_ATTENTION_RTOL = {torch.bfloat16: 1.8e-2, torch.float16: 2.5e-3}  # measured 8.7e-3, 1.1e-3
 # The two widths of the released models: Sprint-style block (qk-norm, vanilla cross-attention) at 2240, Sana 1.0 at
 # 1152 (no qk-norm: the qkv weights carry the gain instead).
 FAMILIES = {2240: "sprint", 1152: "1.0"}
@@ -85,7 +85,7 @@ def _rounded(tensor: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, to
 @pytest.mark.parametrize("width", [2240, 1152])
 @torch.no_grad()
 def test_block_bf16_matches_fp32(width):
-    """One SanaBlock (self-attention, cross-attention, Mix-FFN) in bf16. Measured relative L2: 2240 ~3e-3, 1152 ~3e-3."""
+    """One SanaBlock (self-attention, cross-attention, Mix-FFN) in bf16 at 4096 tokens."""
     config = _config(width)
     low, reference = _pair(lambda dtype: SanaBlock(config, dtype=dtype, operations=nn), torch.bfloat16)
     data = _inputs(width, torch.Generator().manual_seed(SEED + 1))
@@ -97,12 +97,11 @@ def test_block_bf16_matches_fp32(width):
     assert_relative_close(out.float(), expected, BLOCK_BF16_RTOL[width], f"SanaBlock {width} bf16 vs fp32")
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-@pytest.mark.parametrize("width", [2240, 1152])
 @torch.no_grad()
-def test_self_attention_fp16_4096_tokens(width, dtype):
-    """Linear self-attention at 4096 tokens where q . sum_m k_m exceeds the fp16 range: the fp32 accumulation keeps
-    the result finite and close. Measured relative L2: fp16 ~4e-4, bf16 ~3e-3; without the upcast fp16 gives inf."""
+def test_self_attention_fp16_4096_tokens():
+    """Linear self-attention (width 1152) at 4096 tokens where q . sum_m k_m exceeds the fp16 range: the fp32
+    accumulation keeps the result close (bf16 is covered by the block test; fp16 at 2240 costs ~20 s more here)."""
+    width, dtype = 1152, torch.float16
     config = _config(width)
     low, reference = _pair(lambda d: LinearSelfAttention(width, config.linear_head_dim, config.qk_norm, 1e-8, False,
                                                          dtype=d, operations=nn), dtype)
@@ -116,15 +115,14 @@ def test_self_attention_fp16_4096_tokens(width, dtype):
     assert normaliser > FP16_MAX, f"premise: q . sum k = {normaliser:.3g} should exceed the fp16 range {FP16_MAX}"
     out = low(x)
     assert out.dtype == dtype
-    assert_relative_close(out.float(), reference(x32), SELF_ATTENTION_RTOL[dtype], f"self-attention {width} {dtype}")
+    assert_relative_close(out.float(), reference(x32), SELF_ATTENTION_FP16_RTOL, f"self-attention {width} {dtype}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @torch.no_grad()
 def test_vanilla_cross_attention_low_precision(dtype, monkeypatch):
     """Sprint's cross-attention (2240, 20 heads, qk-norm, 300 caption tokens, padding masked) in bf16 / fp16: the
-    attention kernel receives float32 q, k, v and mask, and the output is close to float32. Measured relative L2:
-    fp16 ~4e-4, bf16 ~3e-3."""
+    attention kernel receives float32 q, k, v and mask, and the output is close to float32 (1024 query tokens)."""
     width = 2240
     config = _config(width)
     low, reference = _pair(lambda d: CrossAttention(width, config.num_cross_heads, True, 1e-6, True, dtype=d,

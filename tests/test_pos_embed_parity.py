@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from models.pos_embed import sincos_2d
+from tests.assertions import assert_close
 
 embeddings = pytest.importorskip("diffusers.models.embeddings")
 
@@ -29,8 +30,7 @@ def test_pos_embed_sincos_matches_diffusers(setting, grid):
     ref = embeddings.get_2d_sincos_pos_embed(HIDDEN, (height, width), base_size=base_size,
                                              interpolation_scale=interpolation, output_type="pt")
     assert ours.shape == ref.shape, f"shape {tuple(ours.shape)} vs diffusers {tuple(ref.shape)}"
-    diff = (ours.double() - ref.double()).abs().max().item()
-    assert diff < PARITY_TOL, f"{setting} grid {grid}: max abs diff {diff}"
+    assert_close(ours, ref, PARITY_TOL, f"sin-cos {setting} grid {grid} vs diffusers")
 
 
 def test_pos_embed_sincos_axes_are_width_first():

@@ -28,6 +28,7 @@ from models.rope import (
     yarn_frequencies,
     yarn_mscale,
 )
+from tests.assertions import assert_close, max_abs_diff
 
 EXACT = 1e-12  # float64 closed forms
 TABLE_TOL = 1e-6  # float32 angle tables against float64 closed forms (angles up to ~100 rad)
@@ -52,8 +53,6 @@ def config(scaling, **kw):
     return RopeConfig(head_dim=DIM, train_grid=TRAIN, scaling=scaling, **kw)
 
 
-def maxdiff(a, b):
-    return (a.double() - b.double()).abs().max().item()
 
 
 def test_rope_rotate_equals_complex_multiplication():
@@ -61,7 +60,7 @@ def test_rope_rotate_equals_complex_multiplication():
     x = qkv((3, 5))[0]
     expected = torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * torch.polar(
         torch.ones_like(rope.angles), rope.angles)).flatten(-2)
-    assert maxdiff(rope.rotate(x), expected) < TABLE_TOL, f"max abs diff {maxdiff(rope.rotate(x), expected)}"
+    assert_close(rope.rotate(x), expected, TABLE_TOL, "rotate vs complex multiplication")
 
 
 def test_rope_axis_split():
@@ -71,7 +70,7 @@ def test_rope_axis_split():
     for y in range(3):
         for x in range(5):
             expected = torch.cat((y * omega, x * omega))
-            assert maxdiff(angles[y, x], expected) < TABLE_TOL, f"token ({y},{x})"
+            assert max_abs_diff(angles[y, x], expected) < TABLE_TOL, f"token ({y},{x})"
 
 
 @pytest.mark.parametrize("scaling", SCALINGS)
@@ -79,7 +78,8 @@ def test_rope_variants_equal_plain_at_training_grid(scaling):
     plain = build_rope(config("none"), TRAIN)
     sigma = torch.tensor([0.9, 0.2])
     scaled = build_rope(config(scaling), TRAIN, sigma=sigma)
-    diff = maxdiff(scaled.angles, plain.angles)  # broadcasts time-aware's per-sample tables over plain's single one
+    # broadcasts time-aware's per-sample tables over plain's single one
+    diff = max_abs_diff(scaled.angles, plain.angles)
     assert diff < TABLE_TOL, f"{scaling}: angles differ from plain RoPE by {diff}"
     assert scaled.gain == 1.0, f"{scaling}: gain {scaled.gain} at the training grid"
 
@@ -97,7 +97,7 @@ def test_rope_scaled_positions_span_training_range_centre_aligned(factor):
 
 
 def test_rope_scaled_positions_identity_at_training_length():
-    assert maxdiff(scaled_positions(7, 7, 1.0), torch.arange(7.0)) < EXACT
+    assert max_abs_diff(scaled_positions(7, 7, 1.0), torch.arange(7.0)) < EXACT
 
 
 def test_rope_ntk_base_formula():
@@ -110,16 +110,16 @@ def test_rope_ntk_base_formula():
     rope = build_rope(config("ntk"), grid)
     x_angles = rope.angles[0, 0, : grid[1], DIM // 4:]  # first row: x = 0..W−1
     expected = torch.arange(grid[1], dtype=torch.float64)[:, None] * omega_ntk[None]
-    assert maxdiff(x_angles, expected) < TABLE_TOL
+    assert max_abs_diff(x_angles, expected) < TABLE_TOL
 
 
 def test_rope_yarn_limits():
     s, d, length = 2.0, DIM // 2, TRAIN[1]
     omega = axis_frequencies(d, 10000.0)
     pi = yarn_frequencies(omega, s, length, beta_fast=1e9, beta_slow=1e8)  # every r < α: γ = 0
-    assert maxdiff(pi, omega / s) < EXACT, "YaRN with γ ≡ 0 must be position interpolation"
+    assert max_abs_diff(pi, omega / s) < EXACT, "YaRN with γ ≡ 0 must be position interpolation"
     kept = yarn_frequencies(omega, s, length, beta_fast=-1e8, beta_slow=-1e9)  # every r > β: γ = 1
-    assert maxdiff(kept, omega) < EXACT, "YaRN with γ ≡ 1 must be plain RoPE"
+    assert max_abs_diff(kept, omega) < EXACT, "YaRN with γ ≡ 1 must be plain RoPE"
     r = length * omega / (2 * math.pi)
     band = yarn_frequencies(omega, s, length, beta_fast=r[0].item(), beta_slow=r[-1].item())
     ntk = axis_frequencies(d, ntk_theta(10000.0, s, d))
@@ -134,7 +134,7 @@ def test_rope_yarn_pi_limit_equals_scaled_attention():
     pi_cfg = config("yarn", yarn_beta_fast=1e9, yarn_beta_slow=1e8, yarn_temperature=False)
     out_pi = linear_rope_attention(q, k, v, build_rope(pi_cfg, grid))
     out_scaled = linear_rope_attention(q, k, v, build_rope(config("scaled"), grid))
-    assert maxdiff(out_pi, out_scaled) < ATTN_TOL, f"max abs diff {maxdiff(out_pi, out_scaled)}"
+    assert_close(out_pi, out_scaled, ATTN_TOL, "position interpolation vs scaled positions")
 
 
 def test_rope_yarn_gain_is_mscale():
@@ -149,13 +149,13 @@ def test_rope_time_aware_endpoints_and_watershed():
     omega = axis_frequencies(d, 10000.0)
     ntk = axis_frequencies(d, ntk_theta(10000.0, s, d))
     blend = time_aware_frequencies(omega, s, d, torch.tensor([1.0, 0.0], dtype=torch.float64))
-    assert maxdiff(blend[0], omega / s) < EXACT, "σ = 1 (start of sampling) must interpolate"
-    assert maxdiff(blend[1], ntk) < EXACT, "σ = 0 (end of sampling) must be NTK"
+    assert max_abs_diff(blend[0], omega / s) < EXACT, "σ = 1 (start of sampling) must interpolate"
+    assert max_abs_diff(blend[1], ntk) < EXACT, "σ = 0 (end of sampling) must be NTK"
     grid = (TRAIN[0] * 2, TRAIN[1] * 2)
     rope = build_rope(config("time_aware", time_watershed=0.3), grid, sigma=torch.tensor([0.8, 0.6]))
     y_angles = rope.angles[:, 0, grid[1], : DIM // 4]  # token (y = 1, x = 0): angle = ω_y
-    assert maxdiff(y_angles[0], omega / s) < TABLE_TOL, "t = 0.2 < watershed 0.3 must interpolate"
-    assert maxdiff(y_angles[1], ntk) < TABLE_TOL, "t = 0.4 ≥ watershed 0.3 must be NTK"
+    assert max_abs_diff(y_angles[0], omega / s) < TABLE_TOL, "t = 0.2 < watershed 0.3 must interpolate"
+    assert max_abs_diff(y_angles[1], ntk) < TABLE_TOL, "t = 0.4 ≥ watershed 0.3 must be NTK"
 
 
 @pytest.mark.parametrize("scaling", SCALINGS)
@@ -165,26 +165,27 @@ def test_rope_linear_attention_matches_quadratic(scaling, grid):
     rope = build_rope(config(scaling), grid, sigma=torch.tensor([0.7, 0.1]))
     fast = linear_rope_attention(q, k, v, rope)
     slow = rope_linear_attention_reference(q, k, v, rope, LINEAR_EPS)
-    assert maxdiff(fast, slow) < ATTN_TOL, f"{scaling} {grid}: max abs diff {maxdiff(fast, slow)}"
+    assert_close(fast, slow, ATTN_TOL, f"{scaling} {grid}: fast vs reference attention")
 
 
 def test_rope_reference_without_rope_is_plain_linear_attention():
     q, k, v = qkv(TRAIN)
     slow = rope_linear_attention_reference(q, k, v, None, LINEAR_EPS)
-    assert maxdiff(linear_rope_attention(q, k, v, None), slow) < ATTN_TOL
+    assert max_abs_diff(linear_rope_attention(q, k, v, None), slow) < ATTN_TOL
 
 
 def test_rope_options_scale_and_shift():
     cfg, grid = config("none"), (4, 6)
     opts = {"scale_x": 0.5, "shift_x": 3.0, "scale_y": 2.0, "shift_y": -1.0, "scale_t": 9.0, "shift_t": 9.0}
     pos_y, pos_x = grid_positions(cfg, grid, opts)
-    assert maxdiff(pos_y, torch.arange(4.0) * 2 - 1) < EXACT and maxdiff(pos_x, torch.arange(6.0) * 0.5 + 3) < EXACT
+    assert max_abs_diff(pos_y, torch.arange(4.0) * 2 - 1) < EXACT
+    assert max_abs_diff(pos_x, torch.arange(6.0) * 0.5 + 3) < EXACT
     q, k, v = qkv(grid)
     base = linear_rope_attention(q, k, v, build_rope(cfg, grid))
     shifted = linear_rope_attention(q, k, v, build_rope(cfg, grid, rope_options={"shift_x": 5.0, "shift_y": -2.0}))
     scaled = linear_rope_attention(q, k, v, build_rope(cfg, grid, rope_options={"scale_x": 0.5}))
-    assert maxdiff(base, shifted) < ATTN_TOL, f"a uniform shift must cancel: {maxdiff(base, shifted)}"
-    assert maxdiff(base, scaled) > 1e-3, "scale_x must change the output"
+    assert max_abs_diff(base, shifted) < ATTN_TOL, f"a uniform shift must cancel: {max_abs_diff(base, shifted)}"
+    assert max_abs_diff(base, scaled) > 1e-3, "scale_x must change the output"
 
 
 def test_rope_errors():

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import samplers
+from tests.assertions import max_abs_diff
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -48,8 +49,6 @@ def _noise(seed: int = SEED) -> torch.Tensor:
     return torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed))
 
 
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.double() - b.double()).abs().max().item()
 
 
 def _diffusers_dpm(shift: float, steps: int, order: int, velocity, noise):
@@ -70,7 +69,7 @@ def test_sana_sigmas_parity_diffusers_grid(shift, steps):
     reference, _ = _diffusers_dpm(shift, steps, 2, LinearVelocity(SHAPE[1]), _noise())
     ours = samplers.sana_sigmas(steps, shift)
     assert ours.shape == reference.shape, f"expected {tuple(reference.shape)}, got {tuple(ours.shape)}"
-    diff = _max_diff(ours, reference)
+    diff = max_abs_diff(ours, reference)
     assert diff <= GRID_ATOL, f"sana_sigmas(s={shift}, N={steps}) max abs diff {diff:.3e} > {GRID_ATOL}"
 
 
@@ -81,7 +80,7 @@ def test_flow_dpm_solver_parity_diffusers_order2(shift, steps):
     _, reference = _diffusers_dpm(shift, steps, 2, velocity, noise)
     sigmas = samplers.sana_sigmas(steps, shift)
     ours = samplers.flow_dpm_solver(velocity.denoiser(), noise.clone(), sigmas, disable=True)
-    diff = _max_diff(ours, reference)
+    diff = max_abs_diff(ours, reference)
     assert diff <= SAMPLE_ATOL, f"order 2, s={shift}, N={steps}: max abs diff {diff:.3e} > {SAMPLE_ATOL}"
 
 
@@ -93,7 +92,7 @@ def test_flow_dpm_solver_parity_diffusers_order3(shift, steps):
     _, reference = _diffusers_dpm(shift, steps, 3, velocity, noise)
     sigmas = samplers.sana_sigmas(steps, shift)
     ours = samplers.flow_dpm_solver(velocity.denoiser(), noise.clone(), sigmas, disable=True, order=3)
-    diff = _max_diff(ours, reference)
+    diff = max_abs_diff(ours, reference)
     assert diff <= SAMPLE_ATOL, f"order 3, s={shift}, N={steps}: max abs diff {diff:.3e} > {SAMPLE_ATOL}"
 
 
@@ -101,7 +100,7 @@ def test_flow_dpm_solver_order3_differs_from_order2():
     velocity, noise, sigmas = LinearVelocity(SHAPE[1]), _noise(), samplers.sana_sigmas(20, 3.0)
     second = samplers.flow_dpm_solver(velocity.denoiser(), noise.clone(), sigmas, disable=True, order=2)
     third = samplers.flow_dpm_solver(velocity.denoiser(), noise.clone(), sigmas, disable=True, order=3)
-    assert _max_diff(second, third) > 100 * SAMPLE_ATOL, "order=3 had no effect"
+    assert max_abs_diff(second, third) > 100 * SAMPLE_ATOL, "order=3 had no effect"
 
 
 @pytest.mark.parametrize("shift", SHIFTS)
@@ -114,10 +113,10 @@ def test_flow_euler_parity_diffusers(shift, steps):
     for i, t in enumerate(scheduler.timesteps):
         reference = scheduler.step(velocity(reference, scheduler.sigmas[i]), t, reference).prev_sample
     sigmas = samplers.flow_euler_sigmas(steps, shift)
-    grid_diff = _max_diff(sigmas, scheduler.sigmas)
+    grid_diff = max_abs_diff(sigmas, scheduler.sigmas)
     assert grid_diff <= GRID_ATOL, f"flow_euler_sigmas(s={shift}, N={steps}) max abs diff {grid_diff:.3e}"
     ours = samplers.sample_flow_euler(velocity.denoiser(), noise.clone(), sigmas, disable=True)
-    diff = _max_diff(ours, reference)
+    diff = max_abs_diff(ours, reference)
     assert diff <= SAMPLE_ATOL, f"flow_euler s={shift}, N={steps}: max abs diff {diff:.3e} > {SAMPLE_ATOL}"
 
 
@@ -149,7 +148,7 @@ def test_sana_scm_parity_diffusers(steps, angles):
     sigmas = samplers.sprint_sigmas(steps, angles=angles)
     x = sigmas[0] * torch.randn(SHAPE, generator=torch.Generator().manual_seed(SEED))  # ComfyUI's σ0·ε start
     ours = samplers.sample_sana_scm(velocity.denoiser(), x, sigmas, extra_args={"seed": SEED}, disable=True)
-    diff = _max_diff(ours, reference)
+    diff = max_abs_diff(ours, reference)
     assert diff <= SAMPLE_ATOL, f"sana_scm N={steps}, angles={angles}: max abs diff {diff:.3e} > {SAMPLE_ATOL}"
 
 
@@ -158,4 +157,4 @@ def test_sana_scm_fresh_noise_matters():
     x = sigmas[0] * _noise()
     a = samplers.sample_sana_scm(velocity.denoiser(), x, sigmas, extra_args={"seed": 1}, disable=True)
     b = samplers.sample_sana_scm(velocity.denoiser(), x, sigmas, extra_args={"seed": 2}, disable=True)
-    assert _max_diff(a, b) > 100 * SAMPLE_ATOL, "the re-noising step ignored the seed"
+    assert max_abs_diff(a, b) > 100 * SAMPLE_ATOL, "the re-noising step ignored the seed"

@@ -13,6 +13,7 @@ import torch
 
 from models.chi import CHI_DIFFUSERS, CHI_NVLABS, CHI_PRESETS, chi_text
 from models.text_encoder import MAX_SEQUENCE_LENGTH, load_text_encoder, null_prompt_mask
+from tests.assertions import assert_close, max_abs_diff
 
 PARITY_ATOL = 1e-5  # float32, same weights and ops as the reference: differences are only summation order
 PROMPTS = {
@@ -22,8 +23,6 @@ PROMPTS = {
 NEGATIVE = "Blurry, low quality"
 
 
-def _max_diff(a, b) -> float:
-    return (a.float() - b.float()).abs().max().item()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +74,7 @@ def test_text_encoder_parity_with_diffusers(encoder, reference, prompt, chi, low
     ref_embeds, ref_mask, _, _ = _reference_encode(reference, PROMPTS[prompt], chi, lowercase)
     embeds, mask = encoder.encode(PROMPTS[prompt], chi=chi, lowercase=lowercase)
     assert embeds.shape == ref_embeds.shape == (1, MAX_SEQUENCE_LENGTH, 2304)
-    assert _max_diff(embeds, ref_embeds) <= PARITY_ATOL, f"prompt embeds max abs {_max_diff(embeds, ref_embeds)}"
+    assert_close(embeds, ref_embeds, PARITY_ATOL, "prompt embeds")
     assert torch.equal(mask, ref_mask), f"prompt mask differs: {mask.sum()} vs {ref_mask.sum()} valid tokens"
 
 
@@ -84,7 +83,7 @@ def test_text_encoder_negative_parity_without_chi(encoder, reference, negative):
     _, _, ref_neg, ref_neg_mask = _reference_encode(reference, "a cat", "nvlabs", True, negative=negative)
     neg, neg_mask = encoder.encode(negative, chi=None, lowercase=True)
     assert neg.shape == (1, MAX_SEQUENCE_LENGTH, 2304) and torch.equal(neg_mask, ref_neg_mask)
-    assert _max_diff(neg, ref_neg) <= PARITY_ATOL, f"negative {negative!r} max abs {_max_diff(neg, ref_neg)}"
+    assert_close(neg, ref_neg, PARITY_ATOL, f"negative {negative!r}")
     if negative == "":
         assert int(neg_mask.sum()) == 1, "the empty negative keeps only BOS"
 
@@ -113,7 +112,7 @@ def test_text_encoder_batch_equals_single(encoder):
     batch, batch_mask = encoder.encode(prompts)
     for i, prompt in enumerate(prompts):
         single, single_mask = encoder.encode(prompt)
-        assert _max_diff(batch[i : i + 1], single) <= PARITY_ATOL and torch.equal(batch_mask[i : i + 1], single_mask)
+        assert max_abs_diff(batch[i : i + 1], single) <= PARITY_ATOL and torch.equal(batch_mask[i : i + 1], single_mask)
 
 
 def test_text_encoder_custom_chi_list(encoder, reference):
@@ -122,7 +121,7 @@ def test_text_encoder_custom_chi_list(encoder, reference):
         ref, ref_mask, _, _ = reference.encode_prompt(PROMPTS["short"], do_classifier_free_guidance=False,
                                                       device=torch.device("cpu"), complex_human_instruction=custom)
     embeds, mask = encoder.encode(PROMPTS["short"], chi=custom, lowercase=True)
-    assert _max_diff(embeds, ref) <= PARITY_ATOL and torch.equal(mask, ref_mask)
+    assert max_abs_diff(embeds, ref) <= PARITY_ATOL and torch.equal(mask, ref_mask)
 
 
 def test_text_encoder_single_file_matches_folder(encoder, text_fixture_paths):
@@ -134,7 +133,7 @@ def test_text_encoder_single_file_matches_folder(encoder, text_fixture_paths):
         ours, ref = single.tokenize(prompt), encoder.tokenize(prompt)
         assert torch.equal(ours.input_ids, ref.input_ids) and torch.equal(ours.attention_mask, ref.attention_mask)
     (a, a_mask), (b, b_mask) = single.encode(PROMPTS["short"]), rounded.encode(PROMPTS["short"])
-    assert _max_diff(a, b) <= PARITY_ATOL, f"single file vs folder max abs {_max_diff(a, b)}"
+    assert_close(a, b, PARITY_ATOL, "single file vs folder")
     assert torch.equal(a_mask, b_mask)
 
 

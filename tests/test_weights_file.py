@@ -193,3 +193,21 @@ def test_convert_dtypes_keeps_values(tmp_path):
     converted = wf.convert_dtypes(wf.read_weights(tmp_path / "m.safetensors", "test"), torch.bfloat16)
     assert converted["a.weight"].dtype == torch.bfloat16 and converted["c.index"].dtype == torch.int64
     assert torch.equal(converted["a.weight"], sd["a.weight"].to(torch.bfloat16))
+
+
+def test_misaligned_safetensors_tensor(tmp_path):
+    """A writer that does not align (a 3-byte uint8 blob before an fp32 tensor) still reads correctly."""
+    blob, weight = torch.arange(3, dtype=torch.uint8), torch.randn(2, 3)
+    header = {"blob": {"dtype": "U8", "shape": [3], "data_offsets": [0, 3]},
+              "w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [3, 27]}}
+    text = json.dumps(header).encode()
+    data = blob.numpy().tobytes() + weight.numpy().tobytes()
+    (tmp_path / "odd.safetensors").write_bytes(len(text).to_bytes(8, "little") + text + data)
+    sd = wf.read_weights(tmp_path / "odd.safetensors", "test")
+    assert torch.equal(sd["blob"], blob) and torch.equal(sd["w"], weight)
+
+
+def test_wrapper_on_safetensors_refused(tmp_path):
+    save_file(_tensors(), str(tmp_path / "m.safetensors"))
+    with pytest.raises(wf.WeightsFileError, match="m.safetensors: a safetensors file holds one set of weights"):
+        wf.read_weights(tmp_path / "m.safetensors", "test", wrapper="state_dict_ema")

@@ -9,7 +9,8 @@ Prints one JSON object per line:
   {"figure": "controlnet_step_ratio", "model": "1.6B", "dit_blocks": .., "control_blocks": .., "latent": ..,
    "no_control_s": .., "with_control_s": .., "ratio": with / without}
 
-Run: python tests/benchmarks/bench_controlnet.py [--latent 16] [--repeats 3] [--real-depth]
+Run: python tests/benchmarks/bench_controlnet.py [--latent 16] [--repeats 3] [--real-depth] [--device cuda --dtype
+bfloat16]
 """
 
 import argparse
@@ -31,29 +32,33 @@ MODELS = {"600M": (1152, 28, 7, 8, 2), "1.6B": (2240, 20, 7, 6, 2)}
 INIT_STD = 0.02  # random weights: speed does not depend on trained values
 
 
-def build(hidden: int, dit_blocks: int, control_blocks: int):
+def build(hidden: int, dit_blocks: int, control_blocks: int, dtype, device):
     torch.manual_seed(0)
-    dit = SanaDiT(variant_config("1.0", hidden, 32, dit_blocks)).eval()
-    control = SanaControlNet(variant_config("1.0", hidden, 32, control_blocks)).eval()
+    kw = {"dtype": dtype, "device": device}
+    dit = SanaDiT(variant_config("1.0", hidden, 32, dit_blocks), **kw).eval()
+    control = SanaControlNet(variant_config("1.0", hidden, 32, control_blocks), **kw).eval()
     with torch.no_grad():
         for param in list(dit.parameters()) + list(control.parameters()):
             param.normal_(0.0, INIT_STD)
     return dit, control
 
 
-def inputs(latent: int):
+def inputs(latent: int, device):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(BATCH, 32, latent, latent, generator=gen)
     hint = torch.randn(BATCH, 32, latent, latent, generator=gen)
     context = torch.randn(BATCH, CAPTION_TOKENS, 2304, generator=gen)
     mask = torch.zeros(BATCH, CAPTION_TOKENS)
     mask[:, :VALID_TOKENS] = 1
-    return x, hint, context, mask, torch.full((BATCH,), 500.0)
+    return tuple(v.to(device) for v in (x, hint, context, mask, torch.full((BATCH,), 500.0)))
 
 
-def timed(fn) -> float:
+def timed(fn, device) -> float:
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start
 
 
@@ -62,8 +67,9 @@ def measure(name: str, args) -> dict:
     hidden, real_dit, real_control, dit_blocks, control_blocks = MODELS[name]
     if args.real_depth:
         dit_blocks, control_blocks = real_dit, real_control
-    dit, control = build(hidden, dit_blocks, control_blocks)
-    x, hint, context, mask, t = inputs(args.latent)
+    dtype = getattr(torch, args.dtype)
+    dit, control = build(hidden, dit_blocks, control_blocks, dtype, args.device)
+    x, hint, context, mask, t = inputs(args.latent, args.device)
     plain = lambda: dit(x, t, context, attention_mask=mask)  # noqa: E731
 
     def controlled():
@@ -74,10 +80,11 @@ def measure(name: str, args) -> dict:
     plain(), controlled()  # warm-up
     t_plain, t_control = [], []
     for _ in range(args.repeats):
-        t_plain.append(timed(plain))
-        t_control.append(timed(controlled))
+        t_plain.append(timed(plain, args.device))
+        t_control.append(timed(controlled, args.device))
     return {"figure": "controlnet_step_ratio", "model": name, "hidden": hidden, "dit_blocks": dit_blocks,
-            "control_blocks": control_blocks, "latent": args.latent, "batch": BATCH,
+            "control_blocks": control_blocks, "latent": args.latent, "batch": BATCH, "device": args.device,
+            "dtype": args.dtype,
             "no_control_s": round(min(t_plain), 4), "with_control_s": round(min(t_control), 4),
             "ratio": round(min(t_control) / min(t_plain), 3),
             "released_block_ratio": round((real_dit + real_control) / real_dit, 3)}
@@ -89,6 +96,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--real-depth", action="store_true", help="released depths (28+7, 20+7): slow on a CPU")
     parser.add_argument("--models", default="600M,1.6B")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     for name in args.models.split(","):

@@ -6,8 +6,10 @@ Run: ``cd <repo> && COMFYUI_PATH=/path/to/ComfyUI python tests/benchmarks/bench_
 with the CI environment's python (ComfyUI requirements + diffusers/transformers for the fixtures). Each prompt is the
 tiny txt2img graph of the bad-input suite (generated fixtures: 1-block DiT, 2-layer Gemma, real-size DC-AE) with a
 new prompt text and seed, 2 steps of flow_dpm_solver, a 64 px image decoded and saved; ``--no-decode`` saves the
-latent instead. Prints one JSON object per line: {"prompts": n, "rss_mb": ...} every 10 prompts, then the summary
-{"warmup_rss_mb", "final_rss_mb", "growth_pct", "goal_pct", "seconds_per_prompt"}.
+latent instead. Prints one JSON object per line: {"prompts": n, "rss_mb", "anon_mb", "file_mb"} every 10 prompts,
+then the summary {"warmup_rss_mb", "final_rss_mb", "growth_rss_pct", "growth_anon_pct", "goal_pct",
+"seconds_per_prompt"}. On a machine short of memory the file-backed part of RSS (memory-mapped weights) can shrink
+when the kernel drops clean pages; the anonymous part is the leak indicator then.
 """
 
 import argparse
@@ -30,12 +32,19 @@ SUBJECTS = ("a red fox", "a lighthouse", "a bowl of ramen", "a mountain lake", "
             "a desert road", "a koi pond", "a snowy cabin", "a neon alley")
 
 
-def rss_mb(pid: int) -> float:
-    """Resident set size of a process in MiB (Linux /proc)."""
+def memory_mb(pid: int) -> dict:
+    """{"rss_mb", "anon_mb", "file_mb"} of a process in MiB (Linux /proc): the resident set and its anonymous part
+    (heap, tensors: where a leak grows) and file-backed part (memory-mapped safetensors, libraries: the kernel may
+    drop these pages under memory pressure, so RSS alone can fall without anything being freed)."""
+    fields = {"VmRSS:": "rss_mb", "RssAnon:": "anon_mb", "RssFile:": "file_mb"}
+    values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+        key = line.split(" ")[0].split("\t")[0]
+        if key in fields:
+            values[fields[key]] = round(int(line.split()[1]) / 1024, 1)
+    if "rss_mb" not in values:
+        raise RuntimeError(f"no VmRSS for process {pid}")
+    return values
 
 
 def prompt_graph(index: int, latent_node: str, decode: bool):
@@ -56,11 +65,12 @@ def soak(server: ComfyServer, prompts: int, decode: bool) -> dict:
     for index in range(1, prompts + 1):
         server.run(prompt_graph(index, latent_node, decode))
         if index % REPORT_EVERY == 0:
-            readings[index] = rss_mb(pid)
-            print(json.dumps({"prompts": index, "rss_mb": round(readings[index], 1)}), flush=True)
+            readings[index] = memory_mb(pid)
+            print(json.dumps({"prompts": index, **readings[index]}), flush=True)
     warm, final = readings[min(readings, key=lambda n: abs(n - WARMUP_PROMPTS))], readings[max(readings)]
-    return {"warmup_rss_mb": round(warm, 1), "final_rss_mb": round(final, 1),
-            "growth_pct": round(100 * (final - warm) / warm, 2), "goal_pct": GOAL_GROWTH_PCT,
+    growth = {f"growth_{k.removesuffix('_mb')}_pct": round(100 * (final[k] - warm[k]) / warm[k], 2)
+              for k in ("rss_mb", "anon_mb") if k in warm}
+    return {"warmup_rss_mb": warm["rss_mb"], "final_rss_mb": final["rss_mb"], **growth, "goal_pct": GOAL_GROWTH_PCT,
             "seconds_per_prompt": round((time.monotonic() - start) / prompts, 2), "decode": decode}
 
 

@@ -33,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 PACK = "sana_pack"  # the repository imported as a package, without running its ComfyUI entry point
-# name: (hidden, cross heads, depth) (NVlabs SanaMS_600M_P1_D28, SanaMS_1600M_P1_D20, Sana 1.5 4.8B: depth 60).
-MODELS = {"600M": (1152, 16, 28), "1.6B": (2240, 20, 20), "4.8B": (2240, 20, 60)}
-SMOKE_MODELS = {"tiny": (64, 4, 2)}
+# name: (hidden, cross heads, depth, qk-norm) (NVlabs SanaMS_600M_P1_D28, SanaMS_1600M_P1_D20; Sana 1.5 4.8B: depth
+# 60 with RMSNorm qk-norm in both attentions). The smoke model takes the 1.5 path to cover its detection too.
+MODELS = {"600M": (1152, 16, 28, False), "1.6B": (2240, 20, 20, False), "4.8B": (2240, 20, 60, True)}
+SMOKE_MODELS = {"tiny": (64, 4, 2, True)}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CAPTION_TOKENS, CAPTION_CHANNELS, LATENT_CHANNELS, LINEAR_HEAD_DIM = 300, 2304, 32, 32
 MLP_RATIO, GLU_KERNEL = 2.5, 3
@@ -119,13 +120,14 @@ def matmul_tflops(device: torch.device, side: int) -> float:
 def build_reference(size: tuple, device, dtype):
     from diffusers import SanaTransformer2DModel
 
-    hidden, heads, depth = size
+    hidden, heads, depth, qk_norm = size
     torch.manual_seed(0)
     with torch.device(device):
         ref = SanaTransformer2DModel(num_layers=depth, num_attention_heads=hidden // LINEAR_HEAD_DIM,
                                      attention_head_dim=LINEAR_HEAD_DIM, num_cross_attention_heads=heads,
                                      cross_attention_head_dim=hidden // heads, cross_attention_dim=hidden,
-                                     caption_channels=CAPTION_CHANNELS, sample_size=32)
+                                     caption_channels=CAPTION_CHANNELS, sample_size=32,
+                                     qk_norm="rms_norm_across_heads" if qk_norm else None)
     return ref.to(dtype).eval()
 
 
@@ -220,13 +222,15 @@ def check_dit(pack, name: str, size: tuple, dtype_name: str, args, device) -> di
     import comfy.model_management as mm
 
     dtype = DTYPES[dtype_name]
-    hidden, _, depth = size
+    hidden, _, depth, _ = size
     latent = args.size // 32
     flops = dit_step_flops(hidden, depth, latent * latent, args.valid_tokens, 2)
     ref = build_reference(size, device, dtype)
     patcher = comfy_patcher(pack, ref, device, dtype)
     row = {"model": name, "dtype": dtype_name, "depth": depth, "size": args.size, "steps": args.steps,
            "gflop_per_step": round(flops / 1e9, 1), "attention": _attention_name()}
+    row["variant"] = patcher.model.diffusion_model.config.variant
+    row["cross_attention_fn"] = patcher.model.diffusion_model.blocks[0].cross_attn.attention.__qualname__
     row["comfyui"] = run_comfy(patcher, device, latent, args.steps, args.valid_tokens, flops)
     mm.unload_all_models()  # weights back to the offload device: diffusers' peak is its own
     row["diffusers"] = run_diffusers(ref, device, dtype, latent, args.steps, args.valid_tokens, flops)

@@ -4,7 +4,7 @@ LoRA: LoraLoaderModelOnly on SanaDiTLoader, for the PEFT file written by `SanaPi
 kohya / original-name twins (tests/fixtures/lora.py); reference `SanaPipeline.load_lora_weights` on the e2e pipeline
 (tests/integration/test_e2e_parity.py). ControlNet: SanaControlNetLoader + stock ControlNetApplyAdvanced (hint image
 encoded by our DC-AE) on the 600M-width DiT fixture; reference `SanaControlNetPipeline` on the same files. Start
-latents, prompts and decoding follow test_e2e_parity.py, whose helpers are reused.
+latents, prompts and decoding follow test_e2e_parity.py, whose pipeline fixture and constants are reused.
 """
 
 import numpy as np
@@ -17,11 +17,12 @@ from tests.fixtures import dit as dit_fixtures
 from tests.fixtures import lora as lora_fixtures
 from tests.fixtures import text as text_fixtures
 from tests.integration.graph import Graph
-from tests.integration.test_e2e_parity import CFG, HEIGHT, PROMPT, SEED, STEPS, WIDTH, _reference, pipeline  # noqa: F401
+from tests.integration.test_e2e_parity import CFG, HEIGHT, PROMPT, SEED, WIDTH, pipeline  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 MAX_LEVELS = 2  # issue 13: at most two 8-bit levels on the saved PNG
+STEPS = 3  # fewer than the e2e test's 5: every graph here runs a real-width DiT on a CPU
 LORA_SHIFT = 3.0  # Sana 1.6B @ 1024 px default shift (the e2e pipeline's)
 CONTROL_SHIFT = 4.0  # the 600M @ 1024 px default shift our loader reads (NVlabs Sana_600M_img1024.yaml)
 HINT_FILE = "sana_hint_edges.png"
@@ -31,6 +32,18 @@ NOT_LOADED = "lora key not loaded"
 
 def _levels(image: np.ndarray, reference: np.ndarray) -> int:
     return int(np.abs(image.astype(int) - reference.astype(int)).max())
+
+
+def _pipeline_image(pipe, start: torch.Tensor, **extra) -> np.ndarray:
+    """diffusers pipeline image as SaveImage writes it, with the e2e test's prompt policy (tests/integration/
+    test_e2e_parity.py): NVlabs CHI list, empty negative, no resolution binning."""
+    from models.chi import CHI_NVLABS
+
+    with torch.no_grad():
+        image = pipe(prompt=PROMPT, negative_prompt="", num_inference_steps=STEPS, guidance_scale=CFG, height=HEIGHT,
+                     width=WIDTH, latents=start.clone(), complex_human_instruction=list(CHI_NVLABS),
+                     use_resolution_binning=False, output_type="np", **extra).images[0]
+    return np.clip(255.0 * image, 0, 255).astype(np.uint8)
 
 
 def _start(shift: float) -> torch.Tensor:
@@ -79,10 +92,10 @@ def _run(comfy, graph) -> tuple[np.ndarray, str]:
 def lora_references(pipeline):  # noqa: F811
     pytest.importorskip("peft")
     start = _start(LORA_SHIFT)
-    base = _reference(pipeline, start)[1]
+    base = _pipeline_image(pipeline, start)
     pipeline.load_lora_weights(str(lora_fixtures.lora_files()["peft"]))
     try:
-        patched = _reference(pipeline, start)[1]
+        patched = _pipeline_image(pipeline, start)
     finally:
         pipeline.unload_lora_weights()
     return base, patched
@@ -128,8 +141,6 @@ def _hint(comfy) -> "PIL.Image.Image":  # noqa: F821
 def control_references(comfy):
     diffusers = pytest.importorskip("diffusers")
     transformers = pytest.importorskip("transformers")
-    from models.chi import CHI_NVLABS
-
     files = controlnet_fixtures.controlnet_files()
     gemma = text_fixtures.text_fixture_root() / text_fixtures.GEMMA_FOLDER
     pipe = diffusers.SanaControlNetPipeline(
@@ -141,14 +152,9 @@ def control_references(comfy):
         controlnet=diffusers.SanaControlNetModel.from_pretrained(files["diffusers"], torch_dtype=torch.float32),
         scheduler=diffusers.DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction",
                                                         flow_shift=CONTROL_SHIFT))
-    hint, start, out = _hint(comfy), _start(CONTROL_SHIFT), {}
-    for scale in (0.0, 1.0):
-        with torch.no_grad():
-            image = pipe(prompt=PROMPT, negative_prompt="", num_inference_steps=STEPS, guidance_scale=CFG,
-                         height=HEIGHT, width=WIDTH, latents=start.clone(), control_image=hint,
-                         controlnet_conditioning_scale=scale, complex_human_instruction=list(CHI_NVLABS),
-                         use_resolution_binning=False, output_type="np").images[0]
-        out[scale] = np.clip(255.0 * image, 0, 255).astype(np.uint8)  # as SaveImage
+    hint, start = _hint(comfy), _start(CONTROL_SHIFT)
+    out = {scale: _pipeline_image(pipe, start, control_image=hint, controlnet_conditioning_scale=scale)
+           for scale in (0.0, 1.0)}
     return out
 
 

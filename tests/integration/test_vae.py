@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.assertions import assert_close, max_abs_diff
 from tests.fixtures.dcae import DIFFUSERS_DIR, DIFFUSERS_FILE, FLAT_FILE, ORIGINAL_DIR, ORIGINAL_FILE
 from tests.integration.graph import Graph
 from tests.integration.server import find_comfyui
@@ -25,6 +26,12 @@ ENCODE_ATOL = 1e-4
 # Tiled (ComfyUI's 3-pass tiled_scale, 4-latent-pixel tiles) against full decode, on uint8 images of a random-weight
 # decoder (global attention differs per tile; measured ~22 / 255 with 2-pixel tiles).
 TILED_MEAN_ABS_MAX = 40.0
+# VAEEncodeTiled with 128 px tiles on a 192 px wide textured image (2 tiles across) against VAEEncode, latents of max
+# ~10: measured max |a - b| = 2.6 (the random-weight encoder's LiteMLA attention sees each tile alone); the lower
+# bound, far above float noise, proves the image really was split.
+TILE = 128
+TILED_ENCODE_ATOL = 6.0
+TILED_ENCODE_MIN_CHANGE = 1e-2
 ADAPTER = Path(__file__).resolve().parents[2] / "nodes" / "vae_adapter.py"
 
 
@@ -76,8 +83,7 @@ def test_vae_encode_decode_non_square(comfy, dcae_root):
     color = torch.tensor([0x30, 0x80, 0xC0]) / 255.0
     pixels = (color[None, :, None, None] * 2 - 1).expand(1, 3, HEIGHT, WIDTH)
     expected = load_dcae(dcae_root / ORIGINAL_DIR / ORIGINAL_FILE).encode(pixels)
-    error = (served - expected).abs().max().item()
-    assert error <= ENCODE_ATOL, f"VAEEncode vs load_dcae().encode: max abs diff {error:.3g}"
+    assert_close(served, expected, ENCODE_ATOL, "VAEEncode vs load_dcae().encode")
 
 
 def test_vae_layouts_and_tiled_decode(comfy):
@@ -98,14 +104,35 @@ def test_vae_layouts_and_tiled_decode(comfy):
     assert tiled_image.shape == original.shape and mean_abs <= TILED_MEAN_ABS_MAX
 
 
+def _textured_input(comfy, name: str, width: int, height: int) -> str:
+    """Write a seeded gradient-plus-noise PNG into the server's input folder (a flat colour hides tiling errors)."""
+    from PIL import Image
+
+    rows, cols = np.mgrid[0:height, 0:width]
+    base = np.stack([cols / width, rows / height, 0.5 + 0.5 * np.sin(cols / 7.0)], axis=-1) * 200
+    noise = np.random.default_rng(0).integers(0, 55, size=(height, width, 3))
+    Image.fromarray((base + noise).astype(np.uint8)).save(comfy.base / "input" / name)
+    return name
+
+
 def test_vae_encode_tiled(comfy):
     g = Graph()
-    image = g.node("EmptyImage", width=WIDTH * 2, height=HEIGHT, batch_size=1, color=0xC08030)
-    latent = g.node("VAEEncodeTiled", pixels=image[0], vae=_vae(g)[0], tile_size=128, overlap=32, temporal_size=64,
-                    temporal_overlap=8)
-    g.node("SaveLatent", samples=latent[0], filename_prefix="vae_encode_tiled")
-    (served,) = comfy.run(g).latents
-    assert tuple(served.shape) == (1, 32, HEIGHT // 32, WIDTH * 2 // 32) and torch.isfinite(served).all()
+    image = g.node("LoadImage", image=_textured_input(comfy, "tiled_encode.png", WIDTH * 2, HEIGHT))
+    vae = _vae(g)
+    tiled = g.node("VAEEncodeTiled", pixels=image[0], vae=vae[0], tile_size=TILE, overlap=32, temporal_size=64,
+                   temporal_overlap=8)
+    full = g.node("VAEEncode", pixels=image[0], vae=vae[0])
+    saves = [g.node("SaveLatent", samples=latent[0], filename_prefix=prefix)
+             for latent, prefix in ((tiled, "encode_tiled"), (full, "encode_full"))]
+    result = comfy.run(g)
+    tiled_latent, full = (comfy._load_latent(result.outputs[save.id]["latents"][0]) for save in saves)
+    assert tuple(tiled_latent.shape) == tuple(full.shape) == (1, 32, HEIGHT // 32, WIDTH * 2 // 32)
+    error = max_abs_diff(tiled_latent, full)
+    print(f"VAEEncodeTiled ({TILE} px tiles over {WIDTH * 2} px) vs VAEEncode: max |a - b| = {error:.3e} "
+          f"(latent max {full.abs().max():.3g})")
+    assert TILED_ENCODE_MIN_CHANGE < error <= TILED_ENCODE_ATOL, (
+        f"tiled vs full encode: max |a - b| = {error:.3e}, expected in ({TILED_ENCODE_MIN_CHANGE}, "
+        f"{TILED_ENCODE_ATOL}] (0 would mean the {WIDTH * 2} px image was not split into {TILE} px tiles)")
 
 
 def test_preview_during_ksampler(comfy):

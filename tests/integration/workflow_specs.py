@@ -128,13 +128,16 @@ def img2img() -> Graph:
 
 def inpaint() -> Graph:
     """Inpainting: paint the mask on the LoadImage picture (right click > Open in MaskEditor); SetLatentNoiseMask
-    keeps everything outside it."""
+    keeps the latent outside it and ImageCompositeMasked pastes the original pixels back outside the mask."""
     g = Graph()
     model, positive, negative, vae, image = _editing_inputs(g, DIT_1600M, "a small wooden cabin")
     latent = g.node("SetLatentNoiseMask", samples=g.node("VAEEncode", pixels=image[0], vae=vae[0])[0], mask=image[1])
     samples = g.node("KSampler", model=model[0], positive=positive[0], negative=negative[0], latent_image=latent[0],
                      seed=42, steps=20, cfg=4.5, sampler_name="flow_dpm_solver", scheduler="sana_flow", denoise=1.0)
-    _decode_and_save(g, samples, vae, "sana_inpaint")
+    decoded = g.node("VAEDecode", samples=samples[0], vae=vae[0])
+    pasted = g.node("ImageCompositeMasked", destination=decoded[0], source=image[0], x=0, y=0, resize_source=False,
+                    mask=g.node("InvertMask", mask=image[1])[0])
+    g.node("SaveImage", images=pasted[0], filename_prefix="sana_inpaint")
     return g
 
 
@@ -188,9 +191,9 @@ SHIPPED = {
                           "Steps 20, CFG 4.5, flow_dpm_solver + sana_flow, denoise 0.6: KSampler runs the last 60% of "
                           "a 33-step grid (ComfyUI's denoise rule); 0.3-0.5 stays close to the picture."),
     "sana_inpaint.json": (inpaint, DIT_1600M, "Draw the mask in LoadImage's mask editor (or load a PNG with "
-                          "transparency). Outside the mask the latent is kept exactly. Steps 20, CFG 4.5, denoise 1.0 "
-                          "(lower keeps more of the masked area). VAEEncodeForInpaint also works (it greys the masked "
-                          "pixels first)."),
+                          "transparency). Outside the mask the latent is kept exactly and the original pixels are "
+                          "pasted back. Steps 20, CFG 4.5, denoise 1.0 (lower keeps more of the masked area). "
+                          "VAEEncodeForInpaint also works (it greys the masked pixels first)."),
     "sana_sprint_img2img.json": (sprint_img2img, DIT_SPRINT, "2 sCM steps, guidance 4.5 through FluxGuidance, "
                                  "SanaSprintScheduler denoise = diffusers' strength: steps - int(steps - steps x "
                                  "denoise) steps run, so with 2 steps 0.5 starts at the 1.3 angle and 0.6 is almost "
