@@ -179,3 +179,81 @@ def test_inpainting_keeps_unmasked_latent_and_pixels(comfy, image_name):
     source = input_pixels(WIDTH, HEIGHT)[..., :3].astype(int)
     pasted_levels = int(np.abs(pasted - source)[unmasked].max())
     assert pasted_levels == 0, f"ImageCompositeMasked must restore the unmasked input pixels, off by {pasted_levels}"
+
+
+@pytest.fixture(scope="module")
+def sprint_img2img_pipeline():
+    diffusers = pytest.importorskip("diffusers")
+    transformers = pytest.importorskip("transformers")
+    gemma = text_fixtures.text_fixture_root() / text_fixtures.GEMMA_FOLDER
+    return diffusers.SanaSprintImg2ImgPipeline(
+        tokenizer=transformers.AutoTokenizer.from_pretrained(gemma),
+        text_encoder=transformers.AutoModel.from_pretrained(gemma, torch_dtype=torch.float32).eval(),
+        vae=diffusers.AutoencoderDC.from_pretrained(dcae_fixtures.dcae_fixture_root() / dcae_fixtures.DIFFUSERS_DIR,
+                                                    torch_dtype=torch.float32).eval(),
+        transformer=diffusers.SanaTransformer2DModel.from_pretrained(
+            dit_fixtures.checkpoints()["sprint"]["diffusers"], torch_dtype=torch.float32),
+        scheduler=diffusers.SCMScheduler(),
+    )
+
+
+def _sprint_reference(pipe, image_path, steps: int, strength: float) -> tuple[torch.Tensor, np.ndarray]:
+    from PIL import Image
+
+    from models.chi import CHI_NVLABS
+
+    with torch.no_grad():
+        latent = pipe(prompt=PROMPT, image=Image.open(image_path).convert("RGB"), strength=strength,
+                      num_inference_steps=steps, intermediate_timesteps=1.3 if steps == 2 else None,
+                      guidance_scale=SPRINT_GUIDANCE, height=HEIGHT, width=WIDTH,
+                      generator=torch.Generator().manual_seed(SEED), use_resolution_binning=False,
+                      complex_human_instruction=list(CHI_NVLABS), output_type="latent").images
+        latent = latent / pipe.vae.config.scaling_factor
+        image = pipe.vae.decode(latent).sample
+    pixels = (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)[0].numpy()
+    return latent, np.clip(255.0 * pixels, 0, 255).astype(np.uint8).astype(int)  # as SaveImage writes it
+
+
+@pytest.mark.parametrize("steps,strength", [(2, 0.5), (4, 0.5)], ids=["2steps", "4steps_renoise"])
+def test_sprint_img2img_matches_diffusers(comfy, image_name, sprint_img2img_pipeline, steps, strength):
+    g = Graph()
+    model, positive, _ = _conditioning(g, DIT_SPRINT, SPRINT_GUIDANCE)
+    vae = g.node("SanaVAELoader", vae_name=VAE_NAME, tiling="never")
+    encoded = g.node("VAEEncode", pixels=g.node("LoadImage", image=image_name)[0], vae=vae[0])
+    sigmas = g.node("SanaSprintScheduler", steps=steps, intermediate_angle=1.3, custom_angles="", denoise=strength)
+    sampled = g.node("SamplerCustomAdvanced", noise=g.node("RandomNoise", noise_seed=SEED)[0],
+                     guider=g.node("BasicGuider", model=model[0], conditioning=positive[0])[0],
+                     sampler=g.node("KSamplerSelect", sampler_name="sana_scm")[0], sigmas=sigmas[0],
+                     latent_image=encoded[0])
+    saved_latent = g.node("SaveLatent", samples=sampled[0], filename_prefix="sprint_i2i")
+    saved_image = g.node("SaveImage", images=g.node("VAEDecode", samples=sampled[0], vae=vae[0])[0],
+                         filename_prefix="sprint_i2i")
+    result = comfy.run(g)
+    ref_latent, ref_image = _sprint_reference(sprint_img2img_pipeline, comfy.base / "input" / image_name, steps,
+                                              strength)
+    latent_diff = _max(_latent(comfy, result, saved_latent) - ref_latent)
+    levels = int(np.abs(_image(comfy, result, saved_image) - ref_image).max())
+    print(f"sprint img2img {steps} steps, strength {strength}: latent max|d| {latent_diff:.2e}, png levels {levels}")
+    assert latent_diff <= SPRINT_LATENT_TOLERANCE, f"latent differs from diffusers by {latent_diff:.3e}"
+    assert levels <= SPRINT_MAX_LEVELS, f"PNG differs from SanaSprintImg2ImgPipeline by {levels} levels"
+
+
+def _small(api: dict, size=(WIDTH, HEIGHT), steps=2) -> dict:
+    """The graph at a CPU size: image size and step counts patched, everything else as shipped."""
+    for node in api.values():
+        if node["class_type"] == "EmptySanaLatent":
+            node["inputs"]["width"], node["inputs"]["height"] = size
+        elif node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = steps
+    return api
+
+
+def test_hires_fix_workflow_refines_upscaled_latent(comfy, image_name):
+    from tests.integration.workflow_specs import hires_fix
+
+    api = _small(hires_fix().to_api())
+    result = comfy.run(api)
+    sizes = sorted(image.shape[:2] for image in result.images)
+    print(f"hires fix: saved images {sizes}")
+    assert sizes == [(HEIGHT, WIDTH), (2 * HEIGHT, 2 * WIDTH)], sizes
+    assert all(np.isfinite(image).all() and image.std() > 0 for image in result.images)
