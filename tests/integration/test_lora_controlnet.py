@@ -53,8 +53,9 @@ def _start(shift: float) -> torch.Tensor:
     return float(sana_sigmas(STEPS, shift)[0]) * noise  # KSampler starts from sigma0 * noise
 
 
-def _graph(dit: str, loras=(), controls=(), strength=1.0) -> Graph:
-    """T2I graph; `loras`: (file, strength) for chained LoraLoaderModelOnly; `controls`: ControlNet file names."""
+def _graph(dit: str, loras=(), controls=(), strength=1.0, hook_lora: str | None = None) -> Graph:
+    """T2I graph; `loras`: (file, strength) for chained LoraLoaderModelOnly; `controls`: ControlNet file names;
+    `hook_lora`: a LoRA applied through the hooks path (CreateHookLoraModelOnly on both conditionings)."""
     g = Graph()
     model = g.node("SanaDiTLoader", dit_name=dit, weight_dtype="fp32")
     for name, lora_strength in loras:
@@ -65,7 +66,12 @@ def _graph(dit: str, loras=(), controls=(), strength=1.0) -> Graph:
     negative = g.node("CLIPTextEncode", clip=clip[0], text="")[0]
     vae = g.node("SanaVAELoader", vae_name=f"{dcae_fixtures.ORIGINAL_DIR}/{dcae_fixtures.ORIGINAL_FILE}",
                  tiling="never")
-    hint = g.node("LoadImage", image=HINT_FILE)
+    if hook_lora is not None:
+        hooks = g.node("CreateHookLoraModelOnly", lora_name=hook_lora, strength_model=1.0)
+        pair = g.node("PairConditioningSetProperties", positive_NEW=positive, negative_NEW=negative, strength=1.0,
+                      set_cond_area="default", hooks=hooks[0])
+        positive, negative = pair[0], pair[1]
+    hint = g.node("LoadImage", image=HINT_FILE) if controls else None
     for name in controls:
         control = g.node("SanaControlNetLoader", control_net_name=name)
         applied = g.node("ControlNetApplyAdvanced", positive=positive, negative=negative, control_net=control[0],
@@ -123,6 +129,14 @@ def test_lora_strength_zero_and_stacking(comfy, lora_references):
     assert NOT_LOADED not in log
     assert _levels(zero, base) <= MAX_LEVELS, "strength 0 should give the base image"
     assert _levels(stacked, patched) <= MAX_LEVELS, "two stacked half-strength LoRAs should equal one at 1.0"
+
+
+def test_lora_through_hooks_matches_diffusers(comfy, lora_references):
+    dit = dit_fixtures.VARIANTS[lora_fixtures.BASE_VARIANT][1]
+    image, log = _run(comfy, _graph(dit, hook_lora=lora_fixtures.FILES["peft"]))
+    print(f"lora via hooks: png levels vs diffusers {_levels(image, lora_references[1])}")
+    assert NOT_LOADED not in log
+    assert _levels(image, lora_references[1]) <= MAX_LEVELS, "a hook LoRA should give diffusers' LoRA image"
 
 
 # ---- ControlNet ------------------------------------------------------------------------------------------------------
