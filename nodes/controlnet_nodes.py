@@ -20,6 +20,7 @@ from comfy_api.latest import io
 from ..models.controlnet import SanaControlNet, load_controlnet_state_dict
 from ..models.dit import REFERENCES
 from .common import CATEGORY, resolve_model_file
+from .dit_adapter import SanaDiTComfy
 from .latent_format import SanaLatentFormat
 
 FOLDER = "controlnet"
@@ -37,6 +38,8 @@ def load_sana_controlnet(path, reference: str = "nvlabs") -> comfy.controlnet.Co
     operations = comfy.ops.pick_operations(unet_dtype, manual_cast_dtype, disable_fast_fp8=True)
     model = SanaControlNet(config, dtype=unet_dtype, device=mm.unet_offload_device(), operations=operations)
     model.load_state_dict(sd, strict=True)
+    for block in model.controlnet:  # the copied blocks' cross-attention through core's backend, as in the DiT
+        block.copied_block.cross_attn.attention = SanaDiTComfy.comfy_attention
     logging.info("Sana ControlNet %s: %s; weight dtype %s, compute dtype %s", path, config.variant, unet_dtype,
                  manual_cast_dtype or unet_dtype)
     return comfy.controlnet.ControlNet(model.eval(), compression_ratio=1, latent_format=SanaLatentFormat(),
