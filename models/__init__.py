@@ -1,6 +1,7 @@
 """Pure-PyTorch Sana models: linear DiT, DC-AE f32c32, Gemma-2 + ByT5 text encoder, position encodings.
 
-Nothing here imports ComfyUI. The public loaders of DESIGN.md §4b are re-exported here; transformers and diffusers are
+Nothing here imports ComfyUI. The public loaders of docs/ARCHITECTURE.md §3.2 are re-exported here; transformers and
+diffusers are
 imported only when a loader needs them.
 """
 

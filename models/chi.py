@@ -1,6 +1,6 @@
 """Complex Human Instruction (CHI): the instruction text Sana prepends to every positive prompt before Gemma-2.
 
-Sources (verbatim configuration data, see reference/sana.md §5.3):
+Sources (verbatim configuration data, see docs/ARCHITECTURE.md §11):
 - NVlabs/Sana ``configs/sana_config/1024ms/Sana_1600M_img1024.yaml`` ``text_encoder.chi_prompt`` (the same 8 items are
   in every Sana 1.0 / 1.5 / Sprint config): ``generate an "Enhanced prompt"`` with double quotes.
 - huggingface/diffusers ``pipelines/sana/pipeline_sana.py`` ``SanaPipeline.__call__`` default

@@ -2,9 +2,10 @@
 
 Sources: NVlabs/Sana `diffusion/model/nets/sana_multi_scale.py` (SanaMS / SanaMSCM forward), `sana_blocks.py`;
 diffusers `models/transformers/sana_transformer.py` (SanaTransformer2DModel). Architecture and per-variant settings:
-reference/sana.md §1.2-1.3 and §3. Arxiv: Sana 2410.10629, Sana 1.5 2501.18427, Sana-Sprint 2503.09641.
+docs/ARCHITECTURE.md §6.2-6.3 and §8. Arxiv: Sana 2410.10629, Sana 1.5 2501.18427, Sana-Sprint 2503.09641.
 
-Conventions (STYLE habit 3): `forward` takes timesteps = sigma * 1000 for every variant. Non-Sprint models truncate
+Conventions (docs/ARCHITECTURE.md §1): `forward` takes timesteps = sigma * 1000 for every variant. Non-Sprint models
+truncate
 them to integers before the embedding (NVlabs `timestep.long()`); Sprint divides by 1000 (NVlabs
 `timestep_norm_scale_factor`) and embeds `guidance` (the CFG scale) times 0.1 (NVlabs `cfg_embed_scale`). The output
 is the flow velocity v = noise - x0.
@@ -40,7 +41,8 @@ SPRINT_GUIDANCE_SCALE = 0.1
 # Sprint guidance when none is given: diffusers SanaSprintPipeline `guidance_scale` default and the Sprint docs.
 DEFAULT_SPRINT_GUIDANCE = 4.5
 REFERENCES = tuple(REFERENCE_NUMERICS)
-# transformer_options key: block indices whose self-attention is replaced by the identity (PAG, sana.md §6.7).
+# transformer_options key: block indices whose self-attention is replaced by the identity (PAG, docs/ARCHITECTURE.md
+# §12.6).
 PAG_LAYERS_KEY = "sana_pag_layers"
 # PAG layers of the official configs: [8] for 1.6B (Sana_1600M_img1024.yaml), [14] from sana_base.yaml for 600M.
 PAG_DEFAULT_LAYERS = {2240: (8,), 1152: (14,)}
@@ -53,7 +55,7 @@ class SanaDiTConfig:
     """Architecture and numerics of one Sana DiT. Defaults: Sana 1.6B at 1024 px (NVlabs SanaMS_1600M_P1_D20).
 
     sample_size / base_size: side of the training latent grid (16, 32, 64, 128 for 512 px .. 4K).
-    flow_shift: the NVlabs default sampling shift of the variant (reference/sana.md §1.3).
+    flow_shift: the NVlabs default sampling shift of the variant (docs/ARCHITECTURE.md §6.3).
     pos_encoding: None (follow `use_pe`: "sincos" or "none") or "rope"; rope: its RopeConfig (models/rope.py; a dict
     is converted, None means theta 10000 on the sample_size x sample_size training grid).
     reference: "nvlabs" (default: eps 1e-8, cross-norm eps 1e-6, timestep truncation, fp32 Sprint cross-attention)
@@ -113,7 +115,7 @@ class SanaDiTConfig:
         return dataclasses.replace(self, **changes)
 
 
-# The released transformers (reference/sana.md §1.1-1.3); detection picks an entry, then reads the depth from the
+# The released transformers (docs/ARCHITECTURE.md §6); detection picks an entry, then reads the depth from the
 # weights. Keys: family, hidden size, training latent side.
 _FAMILY_FIELDS = {
     "1.0": {},

@@ -3,10 +3,11 @@
 Sources: NVlabs/Sana `diffusion/model/nets/sana_blocks.py` (LiteLA, MultiHeadCrossAttention,
 MultiHeadCrossVallinaAttention, T2IFinalLayer, TimestepEmbedder, CaptionEmbedder), `basic_modules.py` (GLUMBConv),
 `sana_multi_scale.py` (SanaMSBlock); diffusers `models/transformers/sana_transformer.py` and
-`attention_processor.py` (`SanaLinearAttnProcessor2_0`). Formulas: reference/sana.md §3.
+`attention_processor.py` (`SanaLinearAttnProcessor2_0`). Formulas: docs/ARCHITECTURE.md §8.
 
 Every layer comes from the injected `operations` namespace (torch.nn or comfy.ops) with `dtype` and `device`
-(STYLE habit 1); raw parameters (scale-shift tables) are `torch.empty` and are cast to the activation dtype on use.
+(docs/ARCHITECTURE.md §1); raw parameters (scale-shift tables) are `torch.empty` and are cast to the activation dtype
+on use.
 """
 
 import math
@@ -31,7 +32,7 @@ FP16_MAX = 65504.0
 # adaLN-single: t0 holds shift/scale/gate for attention and FFN (NVlabs `t_block`, SanaMSBlock.scale_shift_table).
 MODULATION_CHUNKS = 6
 
-# Numerics that differ between the two references (reference/sana.md §0 items 4-5); see dit.SanaDiTConfig.reference.
+# Numerics that differ between the two references (docs/ARCHITECTURE.md §9); see dit.SanaDiTConfig.reference.
 REFERENCE_NUMERICS = {
     # linear_eps: LiteLA denominator eps (NVlabs SanaMSBlock passes 1e-8; diffusers processor uses 1e-15).
     # cross_norm_eps: cross-attention qk RMSNorm eps (NVlabs MultiHeadCrossAttention 1e-6; diffusers Attention 1e-5).

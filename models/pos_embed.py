@@ -2,7 +2,7 @@
 
 Sources: NVlabs/Sana `diffusion/model/nets/sana.py` (`get_2d_sincos_pos_embed`, numpy, positions in float32 and
 frequencies in float64) and `sana_multi_scale.py` (`_apply_positional_embedding`, recomputed per latent grid);
-diffusers `models/embeddings.py` (`get_2d_sincos_pos_embed`, same formula in torch). See reference/sana.md §3.6.
+diffusers `models/embeddings.py` (`get_2d_sincos_pos_embed`, same formula in torch). See docs/ARCHITECTURE.md §8.4.
 
 The DiT builds one `PositionEncoding` per forward call (`build_position_encoding`) and hands it to every block:
 `add_to_tokens` runs once after the patch embedding, and `rotate` is the seam through which the 2-D RoPE variants
@@ -21,7 +21,7 @@ from .rope import build_rope, resolve_encoding
 SINCOS_MAX_PERIOD = 10000.0
 
 # Rotation of ReLU kernels [B, heads, N, head_dim] -> same shape (see dit_blocks.LinearSelfAttention).
-# The DiT's timesteps are sigma * 1000 (DESIGN.md §3, ComfyUI ModelSamplingDiscreteFlow multiplier).
+# The DiT's timesteps are sigma * 1000 (docs/ARCHITECTURE.md §2, ComfyUI ModelSamplingDiscreteFlow multiplier).
 TIMESTEP_SCALE = 1000.0
 Rotate = Callable[[torch.Tensor], torch.Tensor]
 

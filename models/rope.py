@@ -37,14 +37,14 @@ from dataclasses import dataclass
 
 import torch
 
-HEAD_DIM = 32  # Sana LiteLA head dim (reference/sana.md §3.3)
+HEAD_DIM = 32  # Sana LiteLA head dim (docs/ARCHITECTURE.md §8.1, §9)
 ROPE_THETA = 10000.0  # RoFormer §3.2 base; Flux uses the same per axis
 NUM_AXES = 2  # (y, x) latent grid
 YARN_BETA_FAST = 32.0  # YaRN §3.2: ramp upper bound, rotations per training length (LLaMA setting)
 YARN_BETA_SLOW = 1.0  # YaRN §3.2: ramp lower bound
 YARN_MSCALE_SLOPE = 0.1  # YaRN Eq. 22: sqrt(1/t) = 0.1·ln(s) + 1
 PIXEL_CENTRE = 0.5  # token i covers [i, i+1): its centre sits at i + 0.5 (align_corners=False convention)
-TRAIN_GRID = (32, 32)  # 1024 px / DC-AE f32 = 32 latent tokens per side (reference/sana.md §1.2)
+TRAIN_GRID = (32, 32)  # 1024 px / DC-AE f32 = 32 latent tokens per side (docs/ARCHITECTURE.md §6.2)
 
 SCALINGS = ("none", "scaled", "ntk", "yarn", "time_aware")
 PAIR_OUTER = "bhmj,bhnj->bhmnj"  # per channel pair j, every (query m, key n) product
@@ -286,7 +286,7 @@ ROPE_OVERRIDES = ("yarn_beta_fast", "yarn_beta_slow", "yarn_temperature", "time_
 class EncodingChoice:
     """The position encoding one forward call uses, after inference overrides.
 
-    kind: "none", "sincos" (additive, `base_size` / `pe_interpolation` as in reference/sana.md §3.6) or "rope"
+    kind: "none", "sincos" (additive, `base_size` / `pe_interpolation` as in docs/ARCHITECTURE.md §8.4) or "rope"
     (`rope` holds the RoPE parameters and the scaling to apply).
     """
 

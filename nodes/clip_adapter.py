@@ -25,6 +25,7 @@ import comfy.supported_models_base
 import torch
 
 from ..models.text_encoder import shorten
+from .common import notify_ui
 
 ENCODER_KEY = "sana_text_encoder"  # model_options / tokenizer_data entry carrying the loaded SanaTextEncoder
 TOKENS_KEY = "sana"
@@ -38,19 +39,6 @@ def chi_for_prompt(text: str, chi="auto"):
     if isinstance(chi, str) and chi == "auto":
         return None if text.strip() == "" else "nvlabs"
     return chi
-
-
-def show_notice(text: str) -> None:
-    """Show ``text`` as progress text on the executing node in the UI (skipped outside a prompt run)."""
-    try:
-        from comfy_execution.utils import get_executing_context
-        from server import PromptServer
-    except ImportError:
-        return
-    context, server = get_executing_context(), getattr(PromptServer, "instance", None)
-    if context is None or server is None or not hasattr(server, "send_progress_text"):
-        return
-    server.send_progress_text(text, context.node_id, getattr(server, "client_id", None))
 
 
 def glyph_notice(glyph: str, encoder, batch) -> str | None:
@@ -81,7 +69,7 @@ class SanaClipTokenizer:
             logging.info(glyph)
         notices = list(batch.notes) + ([glyph] if glyph else [])  # batch.notes are logged by the encoder
         if notices:
-            show_notice("\n".join(notices))
+            notify_ui("\n".join(notices), level=None)
         return {TOKENS_KEY: batch}
 
     def untokenize(self, token_weight_pair):

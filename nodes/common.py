@@ -53,10 +53,11 @@ def _full_path(folder: str, name: str):
         return None
 
 
-def notify_ui(text: str, level: int = logging.WARNING) -> None:
-    """Log `text` and show it as the executing node's progress text in the UI (ComfyUI's
+def notify_ui(text: str, level: int | None = logging.WARNING) -> None:
+    """Log `text` (unless `level` is None) and show it as the executing node's progress text in the UI (ComfyUI's
     PromptServer.send_progress_text; skipped outside a running prompt or where the server lacks it)."""
-    logging.log(level, text)
+    if level is not None:
+        logging.log(level, text)
     try:
         from comfy_execution.utils import get_executing_context
         from server import PromptServer

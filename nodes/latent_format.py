@@ -21,7 +21,7 @@ import folder_paths
 # diffusers `mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers` config.json `scaling_factor`; NVlabs `vae.scale_factor`.
 SANA_LATENT_SCALE = 0.41407
 SANA_LATENT_CHANNELS = 32
-SANA_SPATIAL_FACTOR = 32  # DC-AE f32c32: one latent pixel per 32x32 image pixels (reference/sana.md §4.1)
+SANA_SPATIAL_FACTOR = 32  # DC-AE f32c32: one latent pixel per 32x32 image pixels (docs/ARCHITECTURE.md §10)
 PREVIEW_SUBDIR = ("sana_native", "latent_rgb")
 PREVIEW_FILE_VERSION = 1
 

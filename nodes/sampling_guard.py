@@ -10,11 +10,11 @@ wraps its sampler and scheduler functions with :func:`guard_samplers` / :func:`g
 """
 
 import functools
-import logging
 
 import comfy.model_sampling
 
 from ..samplers.guards import check_finite_latent, check_flow_sigmas
+from .common import notify_ui
 
 SCM_SAMPLERS = ("sana_scm",)  # samplers made for Sana-Sprint's consistency model
 MAX_WRAP_DEPTH = 6  # KSamplerX0Inpaint -> guider -> BaseModel is 2; a few more for wrapper objects
@@ -59,20 +59,6 @@ def model_dtype_names(base) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(d).removeprefix("torch.") for d in dtypes if d is not None))
 
 
-def notify(text: str) -> None:
-    """Log ``text`` as a warning and show it as progress text on the executing node in the UI (when available)."""
-    logging.warning(text)
-    try:
-        from comfy_execution.utils import get_executing_context
-        from server import PromptServer
-    except ImportError:
-        return
-    context, server = get_executing_context(), getattr(PromptServer, "instance", None)
-    if context is None or server is None or not hasattr(server, "send_progress_text"):
-        return
-    server.send_progress_text(text, context.node_id, getattr(server, "client_id", None))
-
-
 def warn_mismatch(name: str, base) -> None:
     """Warn when a Sana-Sprint model (``guidance_embeds``) meets a non-sCM sampler, or another model ``sana_scm``."""
     config = getattr(getattr(base, "diffusion_model", None), "config", None)
@@ -80,11 +66,11 @@ def warn_mismatch(name: str, base) -> None:
     if sprint is None:
         return
     if sprint and name not in SCM_SAMPLERS:
-        notify(f"Sana: this is a Sana-Sprint model but the sampler is {name}. Sprint is a 1-4 step consistency model: "
-               f"use sampler sana_scm with scheduler sana_sprint (or SanaSprintScheduler), 2 steps, CFG 1.")
+        notify_ui(f"Sana: this is a Sana-Sprint model but the sampler is {name}. Sprint is a 1-4 step consistency "
+                  f"model: use sampler sana_scm with scheduler sana_sprint (or SanaSprintScheduler), 2 steps, CFG 1.")
     elif not sprint and name in SCM_SAMPLERS:
-        notify(f"Sana: sampler {name} is Sana-Sprint's consistency sampler but this model is not a Sprint model: "
-               f"use flow_dpm_solver with scheduler sana_flow (20 steps, CFG 4.5).")
+        notify_ui(f"Sana: sampler {name} is Sana-Sprint's consistency sampler but this model is not a Sprint model: "
+                  f"use flow_dpm_solver with scheduler sana_flow (20 steps, CFG 4.5).")
 
 
 class FiniteCheckedModel:

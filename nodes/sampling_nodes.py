@@ -2,7 +2,7 @@
 
 Registers (``register_samplers``, idempotent): samplers ``flow_dpm_solver``, ``flow_euler``, ``sana_scm``; schedulers
 ``sana_flow`` (Sana's Flow-DPM-Solver grid at the MODEL's shift) and ``sana_sprint`` (Sana-Sprint's TrigFlow angles).
-The maths lives in ``samplers/`` (issue 6; reference/comfyui.md §4).
+The maths lives in ``samplers/`` (issue 6; docs/ARCHITECTURE.md §12.2, §13).
 """
 
 import logging
@@ -36,7 +36,7 @@ SAMPLER_FUNCTIONS = {  # wrapped by guard_samplers below (issue 15: flow MODEL, 
 MODEL_SAMPLING_MODE = "model_sampling"  # SanaFlowScheduler only: the shift the MODEL samples with now
 SCHEDULER_SHIFT_MODES = (MODEL_SAMPLING_MODE, *SHIFT_MODES)
 NOISE_STARTS = ("reference", "comfy")  # unscaled ε as NVlabs/diffusers, or ComfyUI's σ0·ε noise scaling
-TIMESTEP_MULTIPLIER = 1000  # the DiT takes σ·1000 (DESIGN §3; ComfyUI ModelSamplingSD3 multiplier)
+TIMESTEP_MULTIPLIER = 1000  # the DiT takes σ·1000 (docs/ARCHITECTURE.md §2; ComfyUI ModelSamplingSD3 multiplier)
 MAX_SHIFT = 100.0  # widget bound, as ComfyUI's ModelSamplingSD3
 MAX_IMAGE_SIDE = 16384  # widget bound: 4K models (4096 px) with room for upscales
 MAX_SPRINT_STEPS = 16  # widget bound; Sana-Sprint is trained for 1–4 steps

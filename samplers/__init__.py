@@ -4,7 +4,7 @@ Contract: a sampler is ``sample_<name>(model, x, sigmas, extra_args=None, callba
 where ``model(x, sigma, **extra_args)`` returns the data prediction x0 = x − σ·v (ComfyUI CONST), ``sigmas`` are flow
 times (x_σ = (1 − σ)·x0 + σ·ε) descending to 0, and the return value is the final x. Nothing here imports ComfyUI.
 
-Exports (DESIGN.md §4b): ``flow_dpm_solver`` (= ``sample_flow_dpm_solver``), ``sample_flow_euler``,
+Exports (docs/ARCHITECTURE.md §3.2): ``flow_dpm_solver`` (= ``sample_flow_dpm_solver``), ``sample_flow_euler``,
 ``sample_sana_scm``, ``reference_noise_sampler``; schedules ``sana_sigmas``, ``flow_euler_sigmas``, ``sprint_sigmas``,
 ``trigflow_to_flow_time``; shift helpers ``time_snr_shift``, ``sd3_resolution_shift``, ``token_count_shift``,
 ``resolve_shift`` (``SHIFT_MODES``), ``image_size_of_latent``, ``half_log_snr``; ``flow_start_state`` (the

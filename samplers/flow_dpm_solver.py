@@ -4,9 +4,9 @@ Source: Lu et al., "DPM-Solver++" (arXiv 2211.01095), multistep data-prediction 
 variant); Sana's use of it: NVlabs/Sana ``diffusion/model/dpm_solver.py`` (``NoiseScheduleFlow``, ``DPM_Solver.sample``
 with ``algorithm_type="dpmsolver++"``, ``method="multistep"``, ``solver_type="dpmsolver"``, ``lower_order_final=True``);
 diffusers ``DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")`` is the same for
-order 2 (sana.md §6.2–6.3).
+order 2 (docs/ARCHITECTURE.md §12.2).
 
-Contract (k-diffusion, STYLE habit 7): ``model(x, sigma, **extra_args)`` returns the data prediction
+Contract (k-diffusion, docs/ARCHITECTURE.md §1): ``model(x, sigma, **extra_args)`` returns the data prediction
 x0 = x − σ·v (ComfyUI CONST); ``sigmas`` strictly descend, usually ending at 0 (``schedules.sana_sigmas``); the flow
 convention x_σ = (1 − σ)·x0 + σ·ε gives α = 1 − σ and the half-logSNR λ = log(α/σ) = log((1 − σ)/σ).
 The reference starts from unscaled noise ε at σ0 = shift(0.999) < 1: pass x = ε for a reference-exact run.

@@ -1,12 +1,13 @@
 """Flow-Euler: the explicit Euler step of the flow ODE dx/dσ = v, in the k-diffusion contract.
 
 Source: NVlabs/Sana ``diffusion/scheduler/flow_euler_sampler.py`` (``FlowEuler``), which steps with diffusers
-``FlowMatchEulerDiscreteScheduler.step``: x ← x + (σ_next − σ)·v (sana.md §6.4).
+``FlowMatchEulerDiscreteScheduler.step``: x ← x + (σ_next − σ)·v (docs/ARCHITECTURE.md §12.3).
 
 Contract: ``model(x, sigma, **extra_args)`` returns x0 = x − σ·v (ComfyUI CONST), so v = (x − x0)/σ; flow convention
 x_σ = (1 − σ)·x0 + σ·ε. Any descending grid works. To reproduce the official FlowEuler, pair it with
 ``schedules.flow_euler_sigmas(steps, shift)`` (diffusers' doubled-shift grid starting at σ = 1, from the noise ε)
-and the official shift 3.0 (the app never passes another, sana.md §6.4). With ``sana_sigmas`` it is the first-order
+and the official shift 3.0 (the app never passes another, docs/ARCHITECTURE.md §12.3). With ``sana_sigmas`` it is the
+first-order
 member of Flow-DPM-Solver: DPM-Solver++(1) in flow variables is exactly this Euler step.
 """
 

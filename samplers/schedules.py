@@ -33,7 +33,7 @@ import torch
 from .guards import check_shift, check_trigflow_angles
 
 NUM_TRAIN_TIMESTEPS = 1000  # NVlabs NoiseScheduleFlow.total_N; diffusers num_train_timesteps; t_end = 1/1000
-DC_AE_PIXELS_PER_TOKEN = 32  # DC-AE f32c32 downsampling × DiT patch size 1 (sana.md §1.2)
+DC_AE_PIXELS_PER_TOKEN = 32  # DC-AE f32c32 downsampling × DiT patch size 1 (docs/ARCHITECTURE.md §6.2)
 TOKEN_RULE_BASE_TOKENS = 64  # Flux base_image_seq_len 256 at 16 px/token = 256² px → 256²/32² tokens
 TOKEN_RULE_MAX_TOKENS = 1024  # Flux max_image_seq_len 4096 at 16 px/token = 1024² px → 1024²/32² tokens
 TOKEN_RULE_BASE_SHIFT = 0.5  # Flux scheduler config base_shift (diffusers FlowMatchEulerDiscreteScheduler default)
@@ -119,7 +119,8 @@ def sana_sigmas(steps: int, shift: float, device="cpu", dtype=torch.float32) -> 
     """Sana's Flow-DPM-Solver grid σ = shift(linspace(1 − 1/1000, 0, steps + 1)), first value shift(0.999), last 0.
 
     Computed in float64 and rounded to float32 as diffusers ``DPMSolverMultistepScheduler(use_flow_sigmas=True)``
-    does (NVlabs computes in float32; the two agree to ≤ 1.2e-7, sana.md §6.3). Returns [steps + 1] in ``dtype``.
+    does (NVlabs computes in float32; the two agree to ≤ 1.2e-7, docs/ARCHITECTURE.md §12.2). Returns [steps + 1] in
+    ``dtype``.
     """
     _check_steps("sana_sigmas", steps)
     _check_shift("sana_sigmas", shift)
@@ -130,7 +131,8 @@ def sana_sigmas(steps: int, shift: float, device="cpu", dtype=torch.float32) -> 
 
 
 def flow_euler_sigmas(steps: int, shift: float, device="cpu") -> torch.Tensor:
-    """Grid of the official FlowEuler sampler (diffusers ``FlowMatchEulerDiscreteScheduler(shift=s)``, sana.md §6.4).
+    """Grid of the official FlowEuler sampler (diffusers ``FlowMatchEulerDiscreteScheduler(shift=s)``,
+    docs/ARCHITECTURE.md §12.3).
 
     The scheduler's training table is shift(i/1000), i = 1..1000, so σ_max = 1 and σ_min = shift(1/1000);
     ``set_timesteps`` spaces ``steps`` values linearly in [σ_min, σ_max], shifts them a second time and appends 0.
@@ -145,7 +147,7 @@ def flow_euler_sigmas(steps: int, shift: float, device="cpu") -> torch.Tensor:
 
 
 def trigflow_to_flow_time(theta: torch.Tensor) -> torch.Tensor:
-    """TrigFlow angle θ → flow time t = sin θ / (sin θ + cos θ) (sana.md §6.6); θ = 0 → 0, θ = π/2 → 1.
+    """TrigFlow angle θ → flow time t = sin θ / (sin θ + cos θ) (docs/ARCHITECTURE.md §12.5); θ = 0 → 0, θ = π/2 → 1.
 
     Derivation: x_θ = σ_d·(cos θ·x0 + sin θ·ε) = σ_d·(sin θ + cos θ)·((1 − t)·x0 + t·ε).
     """

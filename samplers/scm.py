@@ -2,9 +2,10 @@
 
 Sources: Lu & Song, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models" (sCM, arXiv 2410.11081);
 Sana-Sprint (arXiv 2503.09641); NVlabs/Sana ``diffusion/scheduler/scm_scheduler.py`` and
-``app/sana_sprint_pipeline.py``; diffusers ``SCMScheduler`` + ``SanaSprintPipeline`` (sana.md §6.6).
+``app/sana_sprint_pipeline.py``; diffusers ``SCMScheduler`` + ``SanaSprintPipeline`` (docs/ARCHITECTURE.md §12.5).
 
-Reference step at angle θ_s with σ_d = 0.5: x̂0 = cos θ_s·x − sin θ_s·σ_d·F (F from the flow model, sana.md §6.6 step 5),
+Reference step at angle θ_s with σ_d = 0.5: x̂0 = cos θ_s·x − sin θ_s·σ_d·F (F from the flow model,
+docs/ARCHITECTURE.md §12.5),
 then x ← cos θ_t·x̂0 + sin θ_t·σ_d·z with fresh z ~ N(0, I); the run starts from x = σ_d·ε and returns x̂0/σ_d.
 Flow form (this file): with t = sin θ/(sin θ + cos θ) (``schedules.trigflow_to_flow_time``) the TrigFlow state is
 x_θ = σ_d·(sin θ + cos θ)·x_t, where x_t = (1 − t)·x0 + t·ε is the flow state. Substituting F gives

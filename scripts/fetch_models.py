@@ -69,6 +69,16 @@ MODEL_SOURCES = {
     "diffusion_models/Sana_Sprint_1.6B_1024px.pth": ModelSource(
         "Efficient-Large-Model/Sana_Sprint_1.6B_1024px", "checkpoints/Sana_Sprint_1.6B_1024px.pth", 6.45,
         "size estimated from the parameter count in fp32"),
+    "diffusion_models/Sana_600M_1024px.pth": ModelSource(
+        "Efficient-Large-Model/Sana_600M_1024px", "checkpoints/Sana_600M_1024px.pth", 2.37,
+        "the name ComfyUI_ExtraModels downloads; the diffusers converter names it Sana_600M_1024px_MultiLing.pth"),
+    "controlnet/Sana_600M_1024px_ControlNet_HED.pth": ModelSource(
+        "Efficient-Large-Model/Sana_600M_1024px_ControlNet_HED", "checkpoints/Sana_600M_1024px_ControlNet_HED.pth",
+        2.9, "path in the repo and size (base model + 7 copied blocks, fp32) not checked offline"),
+    "controlnet/Sana_1600M_1024px_BF16_ControlNet_HED.pth": ModelSource(
+        "Efficient-Large-Model/Sana_1600M_1024px_BF16_ControlNet_HED",
+        "checkpoints/Sana_1600M_1024px_BF16_ControlNet_HED.pth", 8.7,
+        "path in the repo and size (base model + 7 copied blocks, fp32) not checked offline"),
     "vae/dc-ae-f32c32-sana-1.1/model.safetensors": ModelSource(
         "mit-han-lab/dc-ae-f32c32-sana-1.1", "model.safetensors", 1.25),
     "text_encoders/gemma-2-2b-it": ModelSource(

@@ -20,7 +20,8 @@ PARITY_ATOL = 1e-4
 # bf16 weights vs float32 (relative L2): bf16 keeps 8 mantissa bits (~4e-3 relative per op) over ~60 layers;
 # measured 1.2e-2 on the fixture. The low-precision guards themselves: tests/test_low_precision_dcae.py.
 BF16_RTOL = 2.5e-2
-# Keys of the real files: mit-han-lab model.safetensors (339) and diffusers AutoencoderDC (375); sana.md §4.3-4.4.
+# Keys of the real files: mit-han-lab model.safetensors (339) and diffusers AutoencoderDC (375); docs/ARCHITECTURE.md
+# §10.
 ORIGINAL_KEYS = 339
 DIFFUSERS_KEYS = 375
 SANA_F32C32_PARAMETERS = 312_250_275

@@ -1,8 +1,9 @@
 """Tiled DC-AE encode/decode (models/tiling.py): tile layout, blending weights, the tiling decision, memory estimate,
 and tiled against full passes of the real-config fixture (max / mean difference and the seam measure).
 
-DC-AE's linear attention is global, so a tile never equals the matching crop of a full pass (reference/comfyui.md
-§1.7); the blend must hide that without a seam. Figures at realistic sizes are in tests/benchmarks/bench_dcae.py.
+DC-AE's linear attention is global, so a tile never equals the matching crop of a full pass (docs/ARCHITECTURE.md §13;
+ComfyUI comfy/sd.py
+); the blend must hide that without a seam. Figures at realistic sizes are in tests/benchmarks/bench_dcae.py.
 """
 
 import pytest

@@ -1,7 +1,7 @@
 """Sana's 2-D sin-cos position embedding with interpolation (models/pos_embed.py) against diffusers.
 
 Reference: diffusers `models/embeddings.py` `get_2d_sincos_pos_embed` (used by `PatchEmbed` of SanaTransformer2DModel
-with base_size = sample_size and interpolation_scale from the config), reference/sana.md §3.6. The 2K setting is base
+with base_size = sample_size and interpolation_scale from the config), docs/ARCHITECTURE.md §8.4. The 2K setting is base
 64 / interpolation 1.0, the 4K one base 128 / interpolation 2.0; grids are non-square so the width-first channel order
 and the per-axis stretch are both checked.
 """

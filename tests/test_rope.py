@@ -33,7 +33,7 @@ from tests.assertions import assert_close, max_abs_diff
 EXACT = 1e-12  # float64 closed forms
 TABLE_TOL = 1e-6  # float32 angle tables against float64 closed forms (angles up to ~100 rad)
 ATTN_TOL = 1e-5  # issue 8: linear attention with RoPE vs the explicit O(N²) evaluation
-LINEAR_EPS = 1e-8  # Sana's denominator eps (reference/sana.md §3.3)
+LINEAR_EPS = 1e-8  # Sana's denominator eps (docs/ARCHITECTURE.md §8.1, §9)
 HEADS, DIM = 2, 32
 TRAIN = (6, 8)  # non-square training grid keeps the two axes honest
 

@@ -1,7 +1,8 @@
 """Unit tests of ``samplers``: the k-diffusion contract, closed-form accuracy, the sigma grids and the shift rules.
 
 References: the closed-form flow of a Gaussian target (exact x0 prediction and exact ODE solution); the grid values
-quoted in sana.md §6.2/§6.4/§6.6; diffusers' Flux ``calculate_shift`` and ``FlowMatchEulerDiscreteScheduler.time_shift``
+quoted in docs/ARCHITECTURE.md §12.2/§12.3/§12.5; diffusers' Flux ``calculate_shift`` and
+``FlowMatchEulerDiscreteScheduler.time_shift``
 for the token rule.
 """
 
@@ -18,8 +19,8 @@ SAMPLERS = {
     "flow_euler": samplers.sample_flow_euler,
     "sana_scm": samplers.sample_sana_scm,
 }
-CONTRACT_PARAMS = ["model", "x", "sigmas", "extra_args", "callback", "disable"]  # STYLE habit 7
-GRID_VALUE_ATOL = 1e-5  # sana.md quotes grid values to 5–6 significant digits
+CONTRACT_PARAMS = ["model", "x", "sigmas", "extra_args", "callback", "disable"]  # docs/ARCHITECTURE.md §1
+GRID_VALUE_ATOL = 1e-5  # docs/ARCHITECTURE.md §12 quotes grid values to 5–6 significant digits
 SAME_SCHEME_ATOL = 1e-6  # two float32 routes to the same discrete update
 EXACT_TOL = 1e-12  # float64 identities (closed forms, the same formula written twice)
 GAUSS_MEAN, GAUSS_STD = 0.7, 0.3  # 1-D Gaussian target N(μ, s²), far enough from N(0, 1) to need a real flow
@@ -124,7 +125,7 @@ def test_sana_sigmas_shape_and_order(steps, shift):
 
 def test_flow_euler_sigmas_official_values():
     sigmas = samplers.flow_euler_sigmas(20, 3.0)
-    expected = {0: 1.0, 1: 0.98187, 18: 0.14979, 19: 0.00893, 20: 0.0}  # sana.md §6.4
+    expected = {0: 1.0, 1: 0.98187, 18: 0.14979, 19: 0.00893, 20: 0.0}  # docs/ARCHITECTURE.md §12.3
     for index, value in expected.items():
         assert abs(sigmas[index].item() - value) < GRID_VALUE_ATOL, f"sigma[{index}] {sigmas[index].item()} != {value}"
 

@@ -1,7 +1,8 @@
 """Parity of ``samplers`` with diffusers' schedulers driven by the same deterministic velocity model.
 
 References: diffusers ``DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction",
-flow_shift=s)`` (Flow-DPM-Solver, sana.md §6.3), ``FlowMatchEulerDiscreteScheduler(shift=s)`` (official FlowEuler,
+flow_shift=s)`` (Flow-DPM-Solver, docs/ARCHITECTURE.md §12.2), ``FlowMatchEulerDiscreteScheduler(shift=s)`` (official
+FlowEuler,
 §6.4) and ``SCMScheduler`` with the ``SanaSprintPipeline`` TrigFlow wrapping (§6.6). Our samplers get the k-diffusion
 model x0 = x − σ·v; diffusers gets v. Everything runs in float32 on the CPU.
 """
@@ -16,10 +17,10 @@ diffusers = pytest.importorskip("diffusers")
 
 GRID_ATOL = 1e-7  # issue 6: sigma grids agree to ≤ 1e-7 (both round the float64 grid to float32)
 SAMPLE_ATOL = 1e-6  # issue 6: final samples agree to ≤ 1e-6 (float32 coefficient round-off only)
-SHIFTS = (3.0, 4.0, 6.0)  # released Sana flow_shift values (sana.md §1.3)
+SHIFTS = (3.0, 4.0, 6.0)  # released Sana flow_shift values (docs/ARCHITECTURE.md §6.3)
 STEP_COUNTS = (2, 5, 20)  # issue 6
 SHAPE = (2, 4, 8, 8)  # [B, C, H, W]: batch of 2 to catch per-sample σ broadcasting
-SIGMA_DATA = 0.5  # SCMScheduler sigma_data (sana.md §6.6)
+SIGMA_DATA = 0.5  # SCMScheduler sigma_data (docs/ARCHITECTURE.md §12.5)
 SEED = 1234
 
 

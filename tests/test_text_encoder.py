@@ -2,7 +2,8 @@
 
 The reference runs on the same generated Gemma-2 folder (tests/fixtures/text.py) through transformers' own loaders.
 NVlabs encoding (no lower-casing, double-quoted CHI) is checked against the same diffusers code with its
-``_text_preprocessing`` reduced to ``strip()``, the only difference between the two procedures (reference/sana.md §5.4).
+``_text_preprocessing`` reduced to ``strip()``, the only difference between the two procedures (docs/ARCHITECTURE.md
+§11).
 """
 
 import inspect

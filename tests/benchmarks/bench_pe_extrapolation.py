@@ -32,7 +32,7 @@ from models.rope import OVERRIDE_KEY, RopeConfig  # noqa: E402
 TRAIN_SIDE = 8  # training grid, latent tokens per side
 SCALES = (1, 2, 4)
 HIDDEN, DEPTH, CROSS_HEADS, CHANNELS, CAPTION = 64, 4, 2, 4, 8
-TIMESTEP_SCALE = 1000.0  # the DiT takes sigma * 1000 (DESIGN §3)
+TIMESTEP_SCALE = 1000.0  # the DiT takes sigma * 1000 (docs/ARCHITECTURE.md §2)
 STEPS, BATCH, LR = 1000, 32, 1e-3
 VAL_TOKENS = 8192  # validation tokens per grid (same for every scale)
 VAL_SIGMAS = torch.linspace(0.05, 0.95, 10)
@@ -83,7 +83,7 @@ def make_model(pos_encoding: str) -> SanaDiT:
 def velocity_loss(model, x0, sigma, noise, options) -> torch.Tensor:
     """Per-sample flow-matching loss ||v(x_sigma) - (noise - x0)||^2 averaged over elements: [B]."""
     s = sigma[:, None, None, None]
-    x_t = (1 - s) * x0 + s * noise  # flow convention x_sigma = (1 - sigma) x0 + sigma eps (reference/sana.md §6.1)
+    x_t = (1 - s) * x0 + s * noise  # flow convention x_sigma = (1 - sigma) x0 + sigma eps (docs/ARCHITECTURE.md §12.1)
     context = torch.zeros(x0.shape[0], 1, CAPTION)
     pred = model(x_t, sigma * TIMESTEP_SCALE, context, transformer_options={OVERRIDE_KEY: options} if options else None)
     return (pred - (noise - x0)).pow(2).mean(dim=(1, 2, 3))

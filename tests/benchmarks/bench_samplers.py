@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root: `impo
 
 import samplers  # noqa: E402
 
-SHIFT = 3.0  # Sana 1.6B / 1024 px flow_shift (sana.md §1.3)
+SHIFT = 3.0  # Sana 1.6B / 1024 px flow_shift (docs/ARCHITECTURE.md §6.3)
 NFES = (5, 10, 15, 20, 30, 50, 100)
 COMPONENTS = 8  # Gaussian-mixture components on a ring
 SAMPLES = 1024  # endpoints per run; error = RMS of the 2-D endpoint error over them

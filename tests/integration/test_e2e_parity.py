@@ -35,7 +35,7 @@ def pipeline():
     dit = dit_fixtures.checkpoints()[DIT_VARIANT]
     gemma = text_fixtures.text_fixture_root() / text_fixtures.GEMMA_FOLDER
     vae_folder = dcae_fixtures.dcae_fixture_root() / dcae_fixtures.DIFFUSERS_DIR
-    shift = 3.0  # NVlabs flow_shift of Sana 1.6B @ 1024 px (sana.md §1.3), also the model's default here
+    shift = 3.0  # NVlabs flow_shift of Sana 1.6B @ 1024 px (docs/ARCHITECTURE.md §6.3), also the model's default here
     return diffusers.SanaPipeline(
         tokenizer=transformers.AutoTokenizer.from_pretrained(gemma),
         text_encoder=transformers.AutoModel.from_pretrained(gemma, torch_dtype=torch.float32).eval(),

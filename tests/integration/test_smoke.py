@@ -1,4 +1,5 @@
-"""The package loads in a real ComfyUI: every node id of DESIGN.md §4 is registered, with no import failure."""
+"""The package loads in a real ComfyUI: every node id of docs/ARCHITECTURE.md §3.1 is registered, with no import
+failure."""
 
 import re
 

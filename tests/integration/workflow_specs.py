@@ -23,8 +23,9 @@ BYT5 = "byt5_small_glyphxl_fp16.safetensors"
 PROJECTOR = "sana_glyph_projector.safetensors"
 FILES_NOTE = (
     "Files: {dit} -> models/diffusion_models/ ; dc-ae-f32c32-sana-1.1/model.safetensors -> models/vae/ ; "
-    "the gemma-2-2b-it folder -> models/text_encoders/. `python scripts/fetch_models.py --comfyui <ComfyUI>` "
-    "downloads them (or lists what is missing). Sana weights: CC BY-NC-SA 4.0."
+    "the gemma-2-2b-it folder -> models/text_encoders/. From the ComfyUI folder, `python "
+    "custom_nodes/sana-native/scripts/fetch_models.py --workflow custom_nodes/sana-native/workflows/{workflow}` "
+    "downloads the released ones (add --list to only list what is missing). Sana weights: CC BY-NC-SA 4.0."
 )
 NEGATIVE = ""  # the reference pipelines' negative prompt; encoded without CHI (see SanaTextEncodeAdvanced)
 
@@ -274,7 +275,7 @@ SHIPPED.update({
 def note_for(filename: str) -> str:
     """Text of the Note node inside a shipped workflow."""
     builder, dit, settings = SHIPPED[filename]
-    return f"{builder.__doc__}\n\nRecommended: {settings}\n\n{FILES_NOTE.format(dit=dit)}"
+    return f"{builder.__doc__}\n\nRecommended: {settings}\n\n{FILES_NOTE.format(dit=dit, workflow=filename)}"
 
 
 def write_workflows(object_info: dict, folder: Path) -> list[Path]:
