@@ -20,8 +20,9 @@ import logging
 import torch
 from torch import nn
 
-from .dit import CONTROL_KEY, CROSS_HEADS_BY_HIDDEN, DEFAULT_SAMPLE_SIZE, SanaDiT, SanaDiTConfig, variant_config
-from .dit_blocks import MODULATION_CHUNKS, NORM_EPS, CaptionEmbedder, SanaBlock, TimestepEmbedder
+from .dit import (CONTROL_KEY, CROSS_HEADS_BY_HIDDEN, DEFAULT_SAMPLE_SIZE, SanaDiT, SanaDiTConfig, build_input_stage,
+                  variant_config)
+from .dit_blocks import SanaBlock
 from .dit_checkpoint import _pe_settings, diffusers_to_original, read_checkpoint, unwrap_state_dict
 from .pos_embed import build_position_encoding
 
@@ -70,15 +71,7 @@ class SanaControlNet(nn.Module):
         self.cast_inputs = operations is None
         ops = operations if operations is not None else nn
         kw = {"dtype": dtype, "device": device, "operations": ops}
-        hidden, patch = cfg.hidden_size, cfg.patch_size
-        self.x_embedder = nn.ModuleDict({"proj": ops.Conv2d(cfg.in_channels, hidden, patch, stride=patch, bias=True,
-                                                            dtype=dtype, device=device)})
-        self.t_embedder = TimestepEmbedder(hidden, **kw)
-        self.cfg_embedder = None  # no released ControlNet is built on Sprint
-        self.t_block = nn.Sequential(
-            nn.SiLU(), ops.Linear(hidden, MODULATION_CHUNKS * hidden, bias=True, dtype=dtype, device=device))
-        self.y_embedder = CaptionEmbedder(cfg.caption_channels, hidden, **kw)
-        self.attention_y_norm = ops.RMSNorm(hidden, eps=NORM_EPS, elementwise_affine=True, dtype=dtype, device=device)
+        build_input_stage(self, cfg, False, **kw)  # no released ControlNet is built on Sprint: no cfg_embedder
         self.controlnet = nn.ModuleList([ControlBlock(cfg, i == 0, **kw) for i in range(cfg.depth)])
 
     def forward(self, x: torch.Tensor, hint: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,

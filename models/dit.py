@@ -190,6 +190,23 @@ def prepare_text_mask(mask: torch.Tensor | None, batch: int, tokens: int, device
     return None if bool(mask.all()) else mask
 
 
+def build_input_stage(module: nn.Module, cfg: SanaDiTConfig, guidance: bool, dtype=None, device=None,
+                      operations=None) -> None:
+    """Give `module` the DiT's input stage under the original key names: `x_embedder` (patch conv), `t_embedder`,
+    `cfg_embedder` (Sprint's guidance embedding, or None), `t_block` (adaLN-single), `y_embedder` (caption MLP) and
+    `attention_y_norm`. Shared by SanaDiT and the ControlNet branch (models/controlnet.py), which copy it."""
+    ops, hidden, patch = operations, cfg.hidden_size, cfg.patch_size
+    kw = {"dtype": dtype, "device": device, "operations": ops}
+    module.x_embedder = nn.ModuleDict({"proj": ops.Conv2d(cfg.in_channels, hidden, patch, stride=patch, bias=True,
+                                                          dtype=dtype, device=device)})
+    module.t_embedder = TimestepEmbedder(hidden, **kw)
+    module.cfg_embedder = TimestepEmbedder(hidden, **kw) if guidance else None
+    module.t_block = nn.Sequential(
+        nn.SiLU(), ops.Linear(hidden, MODULATION_CHUNKS * hidden, bias=True, dtype=dtype, device=device))
+    module.y_embedder = CaptionEmbedder(cfg.caption_channels, hidden, **kw)
+    module.attention_y_norm = ops.RMSNorm(hidden, eps=NORM_EPS, elementwise_affine=True, dtype=dtype, device=device)
+
+
 class SanaDiT(nn.Module):
     """Sana linear DiT. Attribute names reproduce the original checkpoint keys (`x_embedder.proj`, `t_embedder`,
     `cfg_embedder` (Sprint), `t_block.1`, `y_embedder.y_proj`, `attention_y_norm`, `blocks.N`, `final_layer`).
@@ -209,14 +226,7 @@ class SanaDiT(nn.Module):
         ops = operations if operations is not None else nn
         kw = {"dtype": dtype, "device": device, "operations": ops}
         hidden, patch = cfg.hidden_size, cfg.patch_size
-        self.x_embedder = nn.ModuleDict({"proj": ops.Conv2d(cfg.in_channels, hidden, patch, stride=patch, bias=True,
-                                                            dtype=dtype, device=device)})
-        self.t_embedder = TimestepEmbedder(hidden, **kw)
-        self.cfg_embedder = TimestepEmbedder(hidden, **kw) if cfg.guidance_embeds else None
-        self.t_block = nn.Sequential(
-            nn.SiLU(), ops.Linear(hidden, MODULATION_CHUNKS * hidden, bias=True, dtype=dtype, device=device))
-        self.y_embedder = CaptionEmbedder(cfg.caption_channels, hidden, **kw)
-        self.attention_y_norm = ops.RMSNorm(hidden, eps=NORM_EPS, elementwise_affine=True, dtype=dtype, device=device)
+        build_input_stage(self, cfg, cfg.guidance_embeds, **kw)
         self.blocks = nn.ModuleList([SanaBlock(cfg, **kw) for _ in range(cfg.depth)])
         self.final_layer = FinalLayer(hidden, patch * patch * cfg.out_channels, **kw)
 
