@@ -164,15 +164,12 @@ def to_original_layout(state_dict: dict, source="state dict") -> dict:
     """Any supported DC-AE state dict (optionally prefixed by 'vae.' etc.) in original mit-han-lab names."""
     state_dict = _strip_prefix(state_dict)
     layout = detect_layout(state_dict, source)
-    if layout == "original":
+    if layout == "original":  # detect_layout raises for anything but the two layouts
         return dict(state_dict)
-    elif layout == "diffusers":
-        try:
-            return diffusers_to_original(state_dict)
-        except ValueError as e:
-            raise WeightsFileError(f"{source}: {e}") from e
-    else:
-        raise ValueError(f"DC-AE layout '{layout}' is not handled.")
+    try:
+        return diffusers_to_original(state_dict)
+    except ValueError as e:
+        raise WeightsFileError(f"{source}: {e}") from e
 
 
 def _aggreg_kernels(state_dict: dict, block: str) -> tuple[int, ...]:

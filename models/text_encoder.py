@@ -92,7 +92,7 @@ def _embedded_tokenizer(blob: torch.Tensor, key: str, source) -> GemmaTokenizer:
 
         try:
             tok = Tokenizer.from_str(data.decode("utf-8"))
-        except (UnicodeDecodeError, Exception) as e:  # tokenizers raises a plain Exception on bad JSON
+        except Exception as e:  # tokenizers raises a plain Exception on bad JSON
             raise WeightsFileError(f"{source}: the embedded '{key}' tokenizer is damaged ({e}); re-download the "
                                    "file.") from e
         return GemmaTokenizer(lambda t: tok.encode(t).ids, tok.decode, tok.token_to_id("<pad>"), str(source))

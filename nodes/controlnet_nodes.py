@@ -14,17 +14,16 @@ import comfy.model_management as mm
 import comfy.ops
 import comfy.utils
 import folder_paths
-import torch
 from comfy_api.latest import io
 
 from ..models.controlnet import SanaControlNet, load_controlnet_state_dict
 from ..models.dit import REFERENCES
 from .common import CATEGORY, resolve_model_file
-from .dit_adapter import SanaDiTComfy
+from .dit_adapter import SanaDiTComfy, SanaModelConfig
 from .latent_format import SanaLatentFormat
 
 FOLDER = "controlnet"
-SUPPORTED_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
+SUPPORTED_DTYPES = SanaModelConfig.supported_inference_dtypes  # the DiT's default list
 EXTRA_CONDS = ["attention_mask"]  # model conds core hands to the ControlNet besides x, hint, timesteps, context
 
 

@@ -91,7 +91,7 @@ def resolve_shift(mode: str, *, shift: float, width: int, height: int, default_s
     if mode == "model_default":
         return float(default_shift)
     elif mode == "fixed":
-        _check_shift("resolve_shift", shift)
+        check_shift(shift, "resolve_shift")  # finite and > 0: inf/NaN give NaN sigmas
         return float(shift)
     elif mode == "sd3_resolution":
         return sd3_resolution_shift(default_shift, width, height, base_size)
@@ -111,10 +111,6 @@ def _check_steps(name: str, steps: int) -> None:
         raise ValueError(f"{name}: steps must be an integer ≥ 1, got {steps!r}.")
 
 
-def _check_shift(name: str, shift: float) -> None:
-    check_shift(shift, name)  # finite and > 0: inf/NaN would give NaN sigmas (issue 15)
-
-
 def sana_sigmas(steps: int, shift: float, device="cpu", dtype=torch.float32) -> torch.Tensor:
     """Sana's Flow-DPM-Solver grid σ = shift(linspace(1 − 1/1000, 0, steps + 1)), first value shift(0.999), last 0.
 
@@ -123,7 +119,7 @@ def sana_sigmas(steps: int, shift: float, device="cpu", dtype=torch.float32) -> 
     ``dtype``.
     """
     _check_steps("sana_sigmas", steps)
-    _check_shift("sana_sigmas", shift)
+    check_shift(shift, "sana_sigmas")  # finite and > 0: inf/NaN give NaN sigmas
     t = 1 - torch.linspace(1, 1 / NUM_TRAIN_TIMESTEPS, steps + 1, dtype=torch.float64)
     sigmas = time_snr_shift(shift, t).flip(0)
     sigmas[-1] = 0  # shift(0) is exactly 0 already; written to make the contract explicit
@@ -139,7 +135,7 @@ def flow_euler_sigmas(steps: int, shift: float, device="cpu") -> torch.Tensor:
     For s = 3, steps = 20: 1.0, 0.98187, …, 0.14979, 0.00893, 0. Returns [steps + 1] float32.
     """
     _check_steps("flow_euler_sigmas", steps)
-    _check_shift("flow_euler_sigmas", shift)
+    check_shift(shift, "flow_euler_sigmas")  # finite and > 0: inf/NaN give NaN sigmas
     sigma_min = time_snr_shift(shift, 1 / NUM_TRAIN_TIMESTEPS)
     t = torch.linspace(1, sigma_min, steps, dtype=torch.float64)
     sigmas = torch.cat([time_snr_shift(shift, t), t.new_zeros(1)])

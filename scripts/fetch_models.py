@@ -69,9 +69,6 @@ MODEL_SOURCES = {
     "diffusion_models/Sana_Sprint_1.6B_1024px.pth": ModelSource(
         "Efficient-Large-Model/Sana_Sprint_1.6B_1024px", "checkpoints/Sana_Sprint_1.6B_1024px.pth", 6.45,
         "size estimated from the parameter count in fp32"),
-    "diffusion_models/Sana_600M_1024px.pth": ModelSource(
-        "Efficient-Large-Model/Sana_600M_1024px", "checkpoints/Sana_600M_1024px.pth", 2.37,
-        "the name ComfyUI_ExtraModels downloads; the diffusers converter names it Sana_600M_1024px_MultiLing.pth"),
     "controlnet/Sana_600M_1024px_ControlNet_HED.pth": ModelSource(
         "Efficient-Large-Model/Sana_600M_1024px_ControlNet_HED", "checkpoints/Sana_600M_1024px_ControlNet_HED.pth",
         2.9, "path in the repo and size (base model + 7 copied blocks, fp32) not checked offline"),

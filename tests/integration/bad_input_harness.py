@@ -7,8 +7,6 @@ every node of the current prompt), and the good prompt after each case costs one
 """
 
 import json
-import struct
-import time
 from types import SimpleNamespace
 
 from tests.fixtures import dcae, rope, text
@@ -20,7 +18,6 @@ GOOD_ROPE_DIT = rope.ROPE_FILE
 GOOD_VAE = f"{dcae.ORIGINAL_DIR}/{dcae.ORIGINAL_FILE}"
 GOOD_LLM = f"{text.GEMMA_FOLDER}/"
 PROMPT = "a red fox in the snow"
-TEXT_EVENT = 3  # server.BinaryEventTypes.TEXT: 4-byte type, 4-byte node-id length, node id, UTF-8 text
 WS_TIMEOUT_S = 5
 RUN_TIMEOUT_S = 300
 MIN_IMAGE_STD = 1.0  # a decoded random-weight image varies by far more than one 8-bit level; a black image has 0
@@ -59,33 +56,6 @@ def save_latent(g, samples):
     return g.node("SaveLatent", samples=samples[0], filename_prefix="bad_inputs")
 
 
-def _recv_until_done(ws, comfy, prompt_id: str, texts: list) -> str | None:
-    import websocket
-
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            message = ws.recv()
-        except websocket.WebSocketTimeoutException:
-            if comfy._process.poll() is not None:
-                raise AssertionError(f"ComfyUI died while running {prompt_id}:\n{comfy.log()[-4000:]}") from None
-            continue
-        if isinstance(message, bytes):
-            if len(message) > 8 and struct.unpack(">I", message[:4])[0] == TEXT_EVENT:
-                skip = 8 + struct.unpack(">I", message[4:8])[0]
-                texts.append(message[skip:].decode("utf-8", errors="replace"))
-            continue
-        event = json.loads(message)
-        data = event.get("data", {})
-        if data.get("prompt_id") != prompt_id:
-            continue
-        if event["type"] == "execution_error":
-            return f"{data.get('exception_type')}: {data.get('exception_message')}"
-        if event["type"] == "execution_success" or (event["type"] == "executing" and data.get("node") is None):
-            return None
-    raise AssertionError(f"prompt {prompt_id} did not finish within {RUN_TIMEOUT_S} s:\n{comfy.log()[-4000:]}")
-
-
 def submit(comfy, graph) -> SimpleNamespace:
     """Queue a graph and wait: .prompt_id (None when validation refused it), .error (text or None), .texts (the
     progress texts the UI received), .outputs (/history outputs, {} on failure)."""
@@ -102,7 +72,8 @@ def submit(comfy, graph) -> SimpleNamespace:
         if queued.get("node_errors"):
             return SimpleNamespace(prompt_id=None, error=json.dumps(queued["node_errors"]), texts=texts, outputs={})
         prompt_id = queued["prompt_id"]
-        error = _recv_until_done(ws, comfy, prompt_id, texts)
+        error, _, received = comfy.wait(ws, prompt_id, RUN_TIMEOUT_S)
+        texts.extend(received)
     finally:
         ws.close()
     outputs = comfy._history(prompt_id).get("outputs", {}) if error is None else _outputs_if_any(comfy, prompt_id)

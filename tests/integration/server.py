@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ STARTUP_TIMEOUT_S = 240
 DEFAULT_RUN_TIMEOUT_S = 600
 WS_POLL_TIMEOUT_S = 5
 HISTORY_WAIT_S = 10
+TEXT_EVENT = 3  # server.BinaryEventTypes.TEXT: 4-byte type, 4-byte node-id length, node id, UTF-8 text
 PACKAGE_LINK_NAME = "sana_native"
 # ComfyUI lookup order: $COMFYUI_PATH, comfy-cli's default workspace, then ../shared/ComfyUI beside the project root.
 COMFY_CLI_WORKSPACE = Path.home() / "comfy" / "ComfyUI"
@@ -43,6 +45,13 @@ def comfyui_candidates() -> list[Path]:
     """Where ComfyUI is looked for, in order: ``COMFYUI_PATH``, ``~/comfy/ComfyUI``, ``../shared/ComfyUI``."""
     configured = os.environ.get("COMFYUI_PATH")
     return ([Path(configured)] if configured else []) + [COMFY_CLI_WORKSPACE, SHARED_COMFYUI]
+
+
+def _binary_event(message: bytes) -> tuple[str, str | None]:
+    """A binary websocket frame: ("progress_text", text) or ("binary", None) for previews and other payloads."""
+    if len(message) > 8 and struct.unpack(">I", message[:4])[0] == TEXT_EVENT:
+        return "progress_text", message[8 + struct.unpack(">I", message[4:8])[0]:].decode("utf-8", errors="replace")
+    return "binary", None
 
 
 def find_comfyui() -> tuple[Path | None, str]:
@@ -178,14 +187,16 @@ class ComfyServer:
             if queued.get("node_errors"):  # ComfyUI still runs the outputs that validated; a test must not pass
                 raise AssertionError(f"ComfyUI refused part of the graph: {json.dumps(queued['node_errors'])}")
             prompt_id = queued["prompt_id"]
-            return (prompt_id, *self._wait(ws, prompt_id))
+            return (prompt_id, *self.wait(ws, prompt_id)[:2])
         finally:
             ws.close()
 
-    def _wait(self, ws, prompt_id: str, timeout: float = DEFAULT_RUN_TIMEOUT_S) -> tuple[str | None, int]:
+    def events(self, ws, prompt_id: str, timeout: float = DEFAULT_RUN_TIMEOUT_S):
+        """Yield ``(type, data)`` for this prompt's websocket events; binary frames yield ``("progress_text", text)``
+        (ComfyUI's send_progress_text) or ``("binary", None)`` (previews). Raises when the server dies or on timeout."""
         import websocket
 
-        deadline, previews = time.monotonic() + timeout, 0
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise AssertionError(f"ComfyUI died while running {prompt_id}:\n{self.log()[-4000:]}")
@@ -194,17 +205,27 @@ class ComfyServer:
             except websocket.WebSocketTimeoutException:
                 continue
             if isinstance(message, bytes):
-                previews += 1
+                yield _binary_event(message)
                 continue
             event = json.loads(message)
             data = event.get("data", {})
-            if data.get("prompt_id") != prompt_id:
-                continue
-            if event["type"] == "execution_error":
-                return f"{data.get('exception_type')}: {data.get('exception_message')}", previews
-            if event["type"] in ("execution_success",) or (event["type"] == "executing" and data.get("node") is None):
-                return None, previews
+            if data.get("prompt_id") == prompt_id:
+                yield event["type"], data
         raise AssertionError(f"prompt {prompt_id} did not finish within {timeout} s; log tail:\n{self.log()[-4000:]}")
+
+    def wait(self, ws, prompt_id: str, timeout: float = DEFAULT_RUN_TIMEOUT_S) -> tuple[str | None, int, list[str]]:
+        """Follow a queued prompt to its end -> (execution_error text or None, preview frames, progress texts)."""
+        previews, texts = 0, []
+        for kind, data in self.events(ws, prompt_id, timeout):
+            if kind == "binary":
+                previews += 1
+            elif kind == "progress_text":
+                texts.append(data)
+            elif kind == "execution_error":
+                return f"{data.get('exception_type')}: {data.get('exception_message')}", previews, texts
+            elif kind == "execution_success" or (kind == "executing" and data.get("node") is None):
+                return None, previews, texts
+        raise AssertionError("unreachable: events() raises on timeout")
 
     def run(self, graph, extra_data: dict | None = None) -> RunResult:
         """Run a graph that must succeed; AssertionError carries ComfyUI's execution_error text otherwise."""

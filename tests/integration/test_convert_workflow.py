@@ -13,13 +13,11 @@ import pytest
 from compat import extramodels as em
 from tests.fixtures import extramodels_workflows as fx
 from tests.integration.server import PACKAGE_LINK_NAME
-from tests.integration.test_workflows import RUN_TIMEOUT_S, _comfy_cli
+from tests.integration.test_workflows import RUN_TIMEOUT_S, _comfy_cli, cpu_sized
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-TEST_SIZE = (128, 96)  # pixels: a 4x3 latent
-TEST_STEPS = 2
 
 
 def _package_ids(info: dict) -> set[str]:
@@ -44,15 +42,6 @@ def test_node_replacements_name_real_inputs(comfy):
         assert not missing and spec["old_node_id"] not in info, (spec["old_node_id"], missing)
 
 
-def _cpu_sized(ui: dict) -> dict:
-    for node in ui["nodes"]:
-        if node["type"] == "EmptySanaLatent":
-            node["widgets_values"][:2] = list(TEST_SIZE)
-        elif node["type"] == "KSampler":
-            node["widgets_values"][2] = min(node["widgets_values"][2], TEST_STEPS)
-    return ui
-
-
 @pytest.mark.parametrize("name", sorted(fx.WORKFLOWS))
 def test_converted_workflow_runs_with_comfy_run(comfy, tmp_path, name):
     source, converted = tmp_path / name, tmp_path / f"converted_{name}"
@@ -60,7 +49,7 @@ def test_converted_workflow_runs_with_comfy_run(comfy, tmp_path, name):
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "convert_workflow.py"), str(source),
                            str(converted)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "NOT MAPPED" not in done.stdout, done.stdout + done.stderr
-    converted.write_text(json.dumps(_cpu_sized(json.loads(converted.read_text()))))
+    converted.write_text(json.dumps(cpu_sized(json.loads(converted.read_text()))))
     before = set(comfy.output_dir.rglob("*.png"))
     command = [_comfy_cli(), "--skip-prompt", "run", "--workflow", str(converted), "--wait", "--host", "127.0.0.1",
                "--port", str(comfy.port), "--timeout", str(RUN_TIMEOUT_S)]

@@ -47,21 +47,9 @@ def _post_interrupt(comfy, prompt_id: str) -> None:
 def _events_until_interrupted(comfy, ws, prompt_id):
     """Read events; send the interrupt after step INTERRUPT_AFTER_STEP. Returns (value at interrupt, values after,
     seconds from interrupt to execution_interrupted, seconds per step before the interrupt)."""
-    import websocket
-
-    deadline, at_interrupt, sent_at, after, stamps = time.monotonic() + INTERRUPT_TIMEOUT_S, None, None, [], []
-    while time.monotonic() < deadline:
-        try:
-            message = ws.recv()
-        except websocket.WebSocketTimeoutException:
-            continue
-        if isinstance(message, bytes):
-            continue
-        event = json.loads(message)
-        data = event.get("data", {})
-        if data.get("prompt_id") != prompt_id:
-            continue
-        if event["type"] == "progress":
+    at_interrupt, sent_at, after, stamps = None, None, [], []
+    for kind, data in comfy.events(ws, prompt_id, INTERRUPT_TIMEOUT_S):
+        if kind == "progress":
             if sent_at is None:
                 stamps.append(time.monotonic())
                 if data["value"] >= INTERRUPT_AFTER_STEP:
@@ -69,11 +57,11 @@ def _events_until_interrupted(comfy, ws, prompt_id):
                     _post_interrupt(comfy, prompt_id)
             else:
                 after.append(data["value"])
-        elif event["type"] in ("execution_interrupted", "execution_error", "execution_success"):
-            assert event["type"] == "execution_interrupted", f"the run ended with {event['type']}: {data}"
+        elif kind in ("execution_interrupted", "execution_error", "execution_success"):
+            assert kind == "execution_interrupted", f"the run ended with {kind}: {data}"
             step_s = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
             return at_interrupt, after, time.monotonic() - sent_at, step_s
-    raise AssertionError(f"no execution_interrupted within {INTERRUPT_TIMEOUT_S} s:\n{comfy.log()[-3000:]}")
+    raise AssertionError("unreachable: events() raises on timeout")
 
 
 def test_interrupt_stops_within_one_step(comfy):

@@ -31,7 +31,8 @@ def _comfy_cli() -> str:
     return path
 
 
-def _cpu_sized(ui: dict) -> dict:
+def cpu_sized(ui: dict) -> dict:
+    """A UI workflow shrunk for a CPU run: latent TEST_SIZE, at most TEST_STEPS KSampler steps."""
     for node in ui["nodes"]:
         if node["type"] == "EmptySanaLatent":
             node["widgets_values"][:2] = list(TEST_SIZE)
@@ -63,7 +64,7 @@ def test_shipped_workflow_files_match_their_specs(comfy):
 def test_shipped_workflow_runs_with_comfy_run(comfy, tmp_path, name):
     write_input_image(comfy.base / "input", *TEST_SIZE)  # the editing workflows' LoadImage("example.png")
     workflow = tmp_path / name
-    workflow.write_text(json.dumps(_cpu_sized(json.loads((WORKFLOWS / name).read_text()))))
+    workflow.write_text(json.dumps(cpu_sized(json.loads((WORKFLOWS / name).read_text()))))
     before = set(comfy.output_dir.rglob("*.png"))
     command = [_comfy_cli(), "--skip-prompt", "run", "--workflow", str(workflow), "--wait", "--host", "127.0.0.1",
                "--port", str(comfy.port), "--timeout", str(RUN_TIMEOUT_S)]

@@ -208,7 +208,7 @@ SHIPPED = {
 
 
 LORA_FILE = "pytorch_lora_weights.safetensors"  # what diffusers' train_dreambooth_lora_sana.py writes
-DIT_600M = "Sana_600M_1024px.pth"  # the base NVlabs trained the 600M ControlNet on (Sana_600M_img1024_controlnet.yaml)
+DIT_600M = "Sana_600M_1024px_MultiLing.pth"  # the 600M base of the ControlNet (README table / fetch_models name)
 CONTROLNET_600M = "Sana_600M_1024px_ControlNet_HED.pth"
 CONTROLNET_1600M = "Sana_1600M_1024px_BF16_ControlNet_HED.pth"
 EDGE_NOTE = ("The hint is an edge map of the LoadImage picture. Stock Canny works; for the soft edges the HED "
